@@ -1,0 +1,114 @@
+"""Registries of named configurations: model architectures per task, and fit schedules.
+
+Architectures follow method.md's table ("W x 2" = 4 linear layers of width W). A task is the
+family of signal a model is built for: image (2 -> 3 or 2 -> 1), audio (1 -> 1), sdf (3 -> 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from model.network import ModelConfig
+
+# (encoder, expert, manager encoder, manager, K) widths per task for Neural Experts.
+_EXPERTS_WIDTHS: dict[str, tuple[int, int, int, int, int]] = {
+    "image": (128, 128, 128, 128, 4),
+    "audio": (128, 128, 128, 128, 4),  # method.md: as the image model (~365k parameters)
+    "sdf": (512, 64, 128, 128, 8),  # 3D large: 1,285,904 parameters
+    "sdf-small": (256, 32, 64, 64, 8),  # 3D small: 323,472 parameters
+}
+
+# (encoder width, decoder width) of the SIREN baselines: Base, Wider, and the 3D 8-layer nets.
+_SIREN_WIDTHS: dict[tuple[str, str], tuple[int, int]] = {
+    ("siren", "image"): (128, 128),
+    ("siren", "audio"): (128, 128),
+    ("siren-wider", "image"): (128, 512),
+    ("siren-wider", "audio"): (128, 512),
+    ("siren", "sdf"): (512, 512),
+    ("siren", "sdf-small"): (256, 256),
+}
+
+MODELS = ("neural-experts", "vanilla-moe", "siren", "siren-wider")
+
+
+def model_config(
+    model: str,
+    task: str,
+    in_dim: int,
+    out_dim: int,
+    activation: str = "sine",
+    n_experts: int | None = None,
+) -> ModelConfig:
+    """The paper's architecture for `model` on `task`, optionally with another K or activation."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    if model.startswith("siren"):
+        if (model, task) not in _SIREN_WIDTHS:
+            raise ValueError(f"model {model!r} is not defined for {task} signals")
+        if n_experts not in (None, 1):
+            raise ValueError(f"{model} has a single decoder; --experts does not apply")
+        encoder, decoder = _SIREN_WIDTHS[(model, task)]
+        return ModelConfig(in_dim, out_dim, activation, encoder, decoder, n_experts=1)
+    if task not in _EXPERTS_WIDTHS:
+        raise ValueError(f"unknown task {task!r}")
+    encoder, expert, manager_encoder, manager, k = _EXPERTS_WIDTHS[task]
+    k = n_experts if n_experts is not None else k
+    if k < 2:
+        raise ValueError(f"{model} needs at least 2 experts, got {k}")
+    conditioning = "none" if model == "vanilla-moe" else "concat"
+    return ModelConfig(
+        in_dim, out_dim, activation, encoder, expert, k, manager_encoder, manager, conditioning
+    )
+
+
+@dataclass(frozen=True)
+class FitPreset:
+    """A fit schedule. Every field has a reason; `paper` is method.md's protocol verbatim."""
+
+    steps: int
+    """Optimisation steps (full batch for images/audio, fresh samples per step for SDF)."""
+    lr: float
+    """Adam learning rate, betas (0.9, 0.999)."""
+    lr_gamma: float
+    """ExponentialLR decay per step."""
+    experts_only_fraction: float
+    """Final fraction of steps training only the experts, with a fresh Adam state."""
+    pretrain: str
+    """Manager pretraining: random (the paper), grid, kmeans or none."""
+    pretrain_steps: int
+    """Full-batch steps of manager pretraining (cached per shape and K, so paid once)."""
+    pretrain_max_points: int
+    """Cap on pretraining points: larger signals pretrain on a random subset of this size."""
+    balance_weight: float = 0.0
+    """Weight of a load-balancing term (0 in the paper) keeping experts in use at higher lr."""
+    batch_points: int = 1 << 30
+    """Points per step: signals larger than this train on a fresh random subset each step."""
+    report_every: int = 10
+    """Steps between progress reports (each costs a host sync for the loss)."""
+
+    def with_overrides(self, steps: int | None = None, lr: float | None = None) -> FitPreset:
+        return replace(
+            self,
+            steps=self.steps if steps is None else steps,
+            lr=self.lr if lr is None else lr,
+        )
+
+
+PRESETS: dict[str, FitPreset] = {
+    # method.md: Adam lr 1e-5, gamma 0.9999, 30k steps, last 20% experts only, ~3000 pretraining steps.
+    "paper": FitPreset(
+        steps=30_000, lr=1e-5, lr_gamma=0.9999, experts_only_fraction=0.2,
+        pretrain="random", pretrain_steps=3000, pretrain_max_points=1 << 30,
+    ),
+    "fast": FitPreset(
+        steps=1000, lr=1e-4, lr_gamma=0.9995, experts_only_fraction=0.2,
+        pretrain="random", pretrain_steps=300, pretrain_max_points=16_384,
+        batch_points=65_536,
+    ),
+}
+
+
+def preset(name: str) -> FitPreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

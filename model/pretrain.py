@@ -1,0 +1,134 @@
+"""Manager pretraining: teach the manager a signal-independent partition before fitting.
+
+The paper's best option is a random map (one uniformly random expert per grid cell); its
+targets do not depend on the signal, so the pretrained weights depend only on the architecture,
+the grid and the seed, and are cached on disk and reused by every fit with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from scipy.cluster.vq import kmeans2
+from torch import Tensor
+
+from model.network import NeuralExperts
+from model.signals.base import Grid
+
+PRETRAIN_MODES = ("random", "grid", "kmeans", "none")
+LABEL_SMOOTHING = 0.01  # method.md: CE with label smoothing 0.01
+BALANCE_WEIGHT = 0.1  # method.md: + 0.1 * BCEWithLogits(logits, 1/K)
+PRETRAIN_LR = 1e-4  # Adam; the reference's pretraining rate
+
+
+def grid_labels(mode: str, grid: Grid, k: int, seed: int, values: Tensor | None = None) -> Tensor:
+    """One expert label per grid cell, (prod(grid.shape),)."""
+    n = int(np.prod(grid.shape))
+    if mode == "random":
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randint(0, k, (n,), generator=gen)
+    if mode == "grid":
+        # Tiles: split the first axis into K bands, each band one expert (a 1-D or N-D tiling).
+        return (torch.arange(n) * k // n).long()
+    if mode == "kmeans":
+        if values is None:
+            raise ValueError("k-means pretraining needs a signal with values on its grid")
+        _, labels = kmeans2(values.cpu().numpy().astype(np.float64), k, seed=seed, minit="++")
+        return torch.from_numpy(labels).long()
+    raise ValueError(f"unknown pretraining {mode!r}; choose one of {', '.join(PRETRAIN_MODES)}")
+
+
+def manager_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """1000 * [CE(label smoothing 0.01) + 0.1 * BCEWithLogits(logits, 1/K)] (method.md)."""
+    k = logits.shape[-1]
+    ce = F.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
+    bce = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 / k))
+    return 1000.0 * (ce + BALANCE_WEIGHT * bce)
+
+
+def pretrain_manager(
+    model: NeuralExperts,
+    grid: Grid,
+    mode: str,
+    steps: int,
+    max_points: int,
+    seed: int = 0,
+    values: Tensor | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
+    """Train encoders + manager to reproduce the labels; returns the label accuracy reached."""
+    if model.manager is None or mode == "none" or steps <= 0:
+        return float("nan")
+    device = next(model.parameters()).device
+    coords = grid.coords(device)
+    labels = grid_labels(mode, grid, model.n_experts, seed, values).to(device)
+    _, others = model.parameter_groups()
+    opt = torch.optim.Adam(others, lr=PRETRAIN_LR)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for step in range(steps):
+        if coords.shape[0] > max_points:
+            rows = torch.randint(0, coords.shape[0], (max_points,), device=device, generator=gen)
+            x, y = coords[rows], labels[rows]
+        else:
+            x, y = coords, labels
+        logits = model.manager_logits(x, model.expert_encoder(x))
+        loss = manager_loss(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step, float(loss))
+    with torch.no_grad():
+        hits = 0
+        for start in range(0, coords.shape[0], 65536):
+            x = coords[start : start + 65536]
+            hits += int((model.manager_logits(x, model.expert_encoder(x)).argmax(-1)
+                         == labels[start : start + 65536]).sum())
+    return hits / coords.shape[0]
+
+
+def cache_key(model: NeuralExperts, grid: Grid, mode: str, steps: int, max_points: int,
+              seed: int) -> str:
+    spec = {
+        "model": model.config.to_dict(), "grid": [list(grid.shape), grid.low, grid.high],
+        "mode": mode, "steps": steps, "max_points": max_points, "seed": seed, "version": 1,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def pretrained_model(
+    model: NeuralExperts,
+    grid: Grid,
+    mode: str,
+    steps: int,
+    max_points: int,
+    seed: int,
+    cache_dir: Path | None,
+    values: Tensor | None = None,
+) -> bool:
+    """Load `model` with pretrained weights from the cache, or pretrain and cache them.
+
+    Signal-dependent modes (k-means) are never cached. Returns True on a cache hit.
+    """
+    cacheable = cache_dir is not None and mode in ("random", "grid")
+    path = None
+    if cacheable:
+        assert cache_dir is not None
+        path = cache_dir / f"manager-{cache_key(model, grid, mode, steps, max_points, seed)}.safetensors"
+        if path.exists():
+            model.load_state_dict(load_file(str(path), device=str(next(model.parameters()).device)))
+            return True
+    pretrain_manager(model, grid, mode, steps, max_points, seed, values)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        tmp.replace(path)  # atomic: concurrent fits never read a half-written cache entry
+    return False

@@ -1,0 +1,156 @@
+"""The contract between a signal kind and the rest of model/.
+
+A signal kind is one file in this package that defines a `SignalKind` and registers it with
+`register`. `fit.py`, `render.py` and the CLI know only this protocol, so adding a kind (or
+changing how one is read) touches that one file and its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from model.network import NeuralExperts
+
+
+class SignalError(ValueError):
+    """The input cannot be used as a signal (unreadable, empty, non-finite, too large...).
+
+    `code` is a stable machine-readable reason that the CLI prints and the API returns.
+    """
+
+    def __init__(self, detail: str, code: str = "invalid_signal") -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular grid of coordinates: `shape` cells spanning [low, high] on every axis.
+
+    Images and audio are fitted on exactly their grid of samples; SDF manager pretraining uses
+    a 64^3 grid of cells over the domain.
+    """
+
+    shape: tuple[int, ...]
+    low: float
+    high: float
+
+    def coords(self, device: torch.device | str = "cpu") -> Tensor:
+        """Row-major coordinates of every cell: (prod(shape), len(shape)), first axis first."""
+        axes = [torch.linspace(self.low, self.high, n, device=device) for n in self.shape]
+        mesh = torch.meshgrid(*axes, indexing="ij")
+        return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
+
+    def cell_of(self, coords: Tensor) -> Tensor:
+        """Flat index of the cell holding each coordinate (N, d) -> (N,)."""
+        shape = torch.tensor(self.shape, device=coords.device)
+        unit = (coords - self.low) / (self.high - self.low)
+        idx = (unit * (shape - 1)).round().long().clamp(min=0)
+        idx = torch.minimum(idx, shape - 1)
+        flat = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
+        for axis in range(len(self.shape)):
+            flat = flat * self.shape[axis] + idx[:, axis]
+        return flat
+
+
+@dataclass
+class Batch:
+    """One training batch. For SDF the first `n_surface` rows are on-surface points."""
+
+    coords: Tensor  # (N, in_dim)
+    target: Tensor  # (N, out_dim)
+    n_surface: int = 0
+
+
+class Signal(Protocol):
+    """A loaded signal, ready to fit."""
+
+    kind: str
+    task: str  # architecture family in model.presets ("image", "audio", "sdf")
+    in_dim: int
+    out_dim: int
+    grid: Grid  # pretraining grid (the sample grid for images and audio)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-able facts a checkpoint needs to render this signal without it."""
+        ...
+
+    def batch(self, generator: torch.Generator, max_points: int) -> Batch:
+        """A training batch on the signal's device (full batch when it fits in max_points)."""
+        ...
+
+    def grid_values(self) -> Tensor | None:
+        """Target values on `grid` (for k-means pretraining), or None where that has no meaning."""
+        ...
+
+    def loss(self, values: Tensor, logits: Tensor | None, batch: Batch) -> dict[str, Tensor]:
+        """Named loss terms; "loss" is the total. values: (K, N, C), logits: (N, K)."""
+        ...
+
+    def progress_metric(self, values: Tensor, logits: Tensor | None, batch: Batch) -> float:
+        """A cheap quality number for progress reports, from a training forward."""
+        ...
+
+    def evaluate(self, model: NeuralExperts) -> dict[str, float]:
+        """The final metrics (metrics.json) from routed predictions."""
+        ...
+
+
+@dataclass(frozen=True)
+class SignalKind:
+    """Everything model/ knows about one kind of signal."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    sniff: Callable[[bytes], bool]
+    """True when a file's first bytes look like this kind (content, not the name, decides)."""
+    load: Callable[..., Signal]
+    """load(path, protocol=None, device="cpu") -> Signal; raises SignalError."""
+    write_outputs: Callable[[NeuralExperts, dict[str, Any], Path], list[Path]]
+    """Writes the kind's default outputs (reconstruction, experts...) into a fit's folder."""
+    metric_name: str = "loss"
+    """What progress_metric reports (psnr for images...)."""
+    outputs: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    """Named renderers: outputs[name](model, meta, **query) -> model.render.Rendered."""
+
+
+def expert_weights(logits: Tensor | None, values: Tensor) -> Tensor:
+    """q_i(x) as (K, N): softmax of the manager (temperature 1); all ones for a SIREN."""
+    if logits is None:
+        return torch.ones(1, values.shape[1], device=values.device, dtype=values.dtype)
+    return torch.softmax(logits, dim=-1).T
+
+
+def argmax_values(values: Tensor, logits: Tensor | None) -> Tensor:
+    """The hard top-1 output y(x) = f_j(x), j = argmax q: (K, N, C) -> (N, C)."""
+    if logits is None:
+        return values[0]
+    ids = logits.argmax(dim=-1)
+    return values.gather(0, ids[None, :, None].expand(1, -1, values.shape[-1]))[0]
+
+
+def reconstruction_loss(values: Tensor, logits: Tensor | None, target: Tensor) -> dict[str, Tensor]:
+    """1000 * mean over points, channels, experts of q_i (f_i - y)^2 (method.md, image and audio)."""
+    q = expert_weights(logits, values)
+    loss = 1000.0 * (q[..., None] * (values - target) ** 2).mean()
+    return {"loss": loss}
+
+
+_KINDS: dict[str, SignalKind] = {}
+
+
+def register(kind: SignalKind) -> SignalKind:
+    assert kind.name not in _KINDS, f"signal kind {kind.name!r} registered twice"
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def kinds() -> dict[str, SignalKind]:
+    return _KINDS

@@ -1,0 +1,205 @@
+"""Images: PNG / JPEG / WebP, gray or RGB, any size. Coordinates and pixels on [-1, 1].
+
+The paper's protocol (Lanczos downscale by 4, centre crop 128 x 128) is the `protocol="paper"`
+option; without it an image is fitted at its own size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from skimage.metrics import structural_similarity
+from torch import Tensor
+
+from model.network import NeuralExperts
+from model.render import Rendered, expert_colors, png, to_uint8
+from model.signals.base import (
+    Batch, Grid, SignalError, SignalKind, argmax_values, reconstruction_loss, register,
+)
+
+MAX_PIXELS = 4096 * 4096  # decompression-bomb guard: refuse before decoding larger images
+PAPER_DOWNSCALE = 4
+PAPER_CROP = 128
+
+
+def _sniff(head: bytes) -> bool:
+    return (
+        head.startswith(b"\x89PNG\r\n\x1a\n")
+        or head.startswith(b"\xff\xd8\xff")
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    )
+
+
+def read_image(path: Path, protocol: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Pixels as float32 (H, W, C) on [-1, 1], C = 1 (gray) or 3 (RGB)."""
+    try:
+        with Image.open(path) as img:
+            if img.format not in ("PNG", "JPEG", "WEBP"):
+                raise SignalError(f"{path.name}: {img.format} images are not supported", "unsupported_type")
+            if img.width * img.height > max_pixels:
+                raise SignalError(
+                    f"{path.name}: {img.width}x{img.height} is over the {max_pixels:,}-pixel cap",
+                    "too_large",
+                )
+            gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+            img = img.convert("F" if gray else "RGB")
+            if protocol == "paper":
+                img = _paper_crop(img, path)
+            pixels = np.asarray(img, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, SignalError):
+            raise
+        raise SignalError(f"{path.name}: not a readable image ({e})", "undecodable") from e
+    except Image.DecompressionBombError as e:
+        raise SignalError(f"{path.name}: {e}", "too_large") from e
+    if pixels.ndim == 2:
+        peak = 65535.0 if pixels.max() > 255 else 255.0
+        pixels = pixels[..., None] / peak
+    else:
+        pixels = pixels / 255.0
+    if pixels.shape[0] < 2 or pixels.shape[1] < 2:
+        raise SignalError(f"{path.name}: an image needs at least 2x2 pixels", "too_small")
+    return pixels * 2.0 - 1.0
+
+
+def _paper_crop(img: Image.Image, path: Path) -> Image.Image:
+    """method.md: Lanczos downscale by 4, then the centre 128 x 128 crop."""
+    small = img.resize(
+        (img.width // PAPER_DOWNSCALE, img.height // PAPER_DOWNSCALE), Image.Resampling.LANCZOS
+    )
+    if small.width < PAPER_CROP or small.height < PAPER_CROP:
+        raise SignalError(
+            f"{path.name}: the paper protocol needs at least {PAPER_CROP * PAPER_DOWNSCALE} px a side",
+            "too_small",
+        )
+    left, top = (small.width - PAPER_CROP) // 2, (small.height - PAPER_CROP) // 2
+    return small.crop((left, top, left + PAPER_CROP, top + PAPER_CROP))
+
+
+@dataclass
+class ImageSignal:
+    pixels: Tensor  # (H * W, C) on [-1, 1], row-major
+    grid: Grid
+    protocol: str | None
+    kind: str = "image"
+    task: str = "image"
+    in_dim: int = 2
+
+    @property
+    def out_dim(self) -> int:
+        return self.pixels.shape[1]
+
+    def meta(self) -> dict[str, Any]:
+        height, width = self.grid.shape
+        return {"height": height, "width": width, "channels": self.out_dim, "protocol": self.protocol}
+
+    def batch(self, generator: torch.Generator, max_points: int) -> Batch:
+        coords = self.grid.coords(self.pixels.device)
+        if coords.shape[0] <= max_points:
+            return Batch(coords, self.pixels)
+        rows = torch.randint(0, coords.shape[0], (max_points,), generator=generator,
+                             device=self.pixels.device)
+        return Batch(coords[rows], self.pixels[rows])
+
+    def grid_values(self) -> Tensor:
+        return self.pixels
+
+    def loss(self, values: Tensor, logits: Tensor | None, batch: Batch) -> dict[str, Tensor]:
+        return reconstruction_loss(values, logits, batch.target)
+
+    def progress_metric(self, values: Tensor, logits: Tensor | None, batch: Batch) -> float:
+        mse = float(((argmax_values(values, logits) - batch.target) ** 2).mean())
+        return psnr(mse / 4.0, peak=1.0)  # [-1, 1] -> [0, 1] divides the MSE by 4
+
+    def evaluate(self, model: NeuralExperts) -> dict[str, float]:
+        predicted, _ = model.predict(self.grid.coords(self.pixels.device))
+        return image_metrics(predicted.cpu().numpy(), self.pixels.cpu().numpy(), self.grid.shape)
+
+
+def psnr(mse: float, peak: float) -> float:
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
+def image_metrics(predicted: np.ndarray, target: np.ndarray, shape: tuple[int, ...]) -> dict[str, float]:
+    """psnr on [0, 1], psnr_paper on [-1, 1] with peak max|gt| (the paper's code), ssim on [0, 1].
+
+    Both PSNRs use the unclipped prediction, so they differ by exactly 20 log10(2 / max|gt|).
+    """
+    mse = float(np.mean((predicted - target) ** 2, dtype=np.float64))
+    height, width = shape
+    a = np.clip((predicted + 1) / 2, 0, 1).reshape(height, width, -1)
+    b = ((target + 1) / 2).reshape(height, width, -1)
+    return {
+        "psnr": psnr(mse / 4.0, peak=1.0),
+        "psnr_paper": psnr(mse, peak=float(np.abs(target).max())),
+        "ssim": float(structural_similarity(a, b, channel_axis=-1, data_range=1.0)),
+    }
+
+
+def load(path: Path, protocol: str | None = None, device: str = "cpu",
+         max_pixels: int = MAX_PIXELS) -> ImageSignal:
+    if protocol not in (None, "paper"):
+        raise SignalError(f"unknown protocol {protocol!r}; the only one is 'paper'", "invalid_option")
+    pixels = read_image(path, protocol, max_pixels)
+    height, width, channels = pixels.shape
+    values = torch.from_numpy(pixels.reshape(-1, channels).copy()).to(device)
+    return ImageSignal(values, Grid((height, width), -1.0, 1.0), protocol)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _predict_grid(model: NeuralExperts, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    if width < 1 or height < 1:
+        raise ValueError(f"width and height must be >= 1, got {width}x{height}")
+    device = next(model.parameters()).device
+    values, ids = model.predict(Grid((height, width), -1.0, 1.0).coords(device))
+    return values.cpu().numpy().reshape(height, width, -1), ids.cpu().numpy().reshape(height, width)
+
+
+def _size(meta: dict[str, Any], width: int | None, height: int | None) -> tuple[int, int]:
+    return width or meta["width"], height or meta["height"]
+
+
+def reconstruction(model: NeuralExperts, meta: dict[str, Any], width: int | None = None,
+                   height: int | None = None) -> Rendered:
+    """The image at any size (a larger one is super-resolution: the INR is continuous)."""
+    values, _ = _predict_grid(model, *_size(meta, width, height))
+    pixels = to_uint8(values)
+    return png(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+
+
+def experts(model: NeuralExperts, meta: dict[str, Any], width: int | None = None,
+            height: int | None = None) -> Rendered:
+    """Colour-coded map of which expert owns each pixel."""
+    _, ids = _predict_grid(model, *_size(meta, width, height))
+    return png(expert_colors(ids))
+
+
+def write_outputs(model: NeuralExperts, meta: dict[str, Any], folder: Path) -> list[Path]:
+    written = []
+    for name, render in (("reconstruction", reconstruction), ("experts", experts)):
+        out = render(model, meta)
+        path = folder / f"{name}{out.suffix}"
+        path.write_bytes(out.data)
+        written.append(path)
+    return written
+
+
+KIND = register(
+    SignalKind(
+        name="image",
+        suffixes=(".png", ".jpg", ".jpeg", ".webp"),
+        sniff=_sniff,
+        load=load,
+        write_outputs=write_outputs,
+        metric_name="psnr",
+        outputs={"reconstruction": reconstruction, "experts": experts},
+    )
+)
