@@ -164,7 +164,7 @@ def _predict_grid(model: NeuralExperts, width: int, height: int) -> tuple[np.nda
 
 
 def _size(meta: dict[str, Any], width: int | None, height: int | None) -> tuple[int, int]:
-    return width or meta["width"], height or meta["height"]
+    return (meta["width"] if width is None else width, meta["height"] if height is None else height)
 
 
 def reconstruction(model: NeuralExperts, meta: dict[str, Any], width: int | None = None,

@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine: `make run` (the service) and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench lint services
+
+install: $(STAMP)
+
+# torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU wheel from this machine's disk.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: install
+	$(PY) -m api
+
+services:
+	scripts/ensure-services.sh
+
+test: install services
+	$(PY) -m ruff check model api worker bench tests
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m bench $(ARGS)
+
+lint: install
+	$(PY) -m ruff check model api worker bench tests
+	$(PY) -m mypy model

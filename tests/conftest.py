@@ -1,0 +1,32 @@
+"""Shared fixtures: real data from ../shared/data, small real signals written to tmp."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.utils.data import shared_data
+
+# Tests share 2 cores with each other and with a worker subprocess: one thread each.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def kodak_crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 32x32 RGB crop of a Kodak photo (kodim19, the paper's ablation image)."""
+    source = shared_data("images", "kodak", "kodim19.png")
+    path = tmp_path_factory.mktemp("images") / "kodim19-32.png"
+    with Image.open(source) as img:
+        img.resize((img.width // 4, img.height // 4), Image.Resampling.LANCZOS).crop(
+            (40, 60, 72, 92)
+        ).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pretrain_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One manager-pretraining cache for the whole session, as a worker would keep."""
+    return tmp_path_factory.mktemp("pretrain-cache")

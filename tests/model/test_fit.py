@@ -1,0 +1,87 @@
+"""The fit loop on a real photo: it learns, reports progress, stops when asked, runs every preset."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.fit import FitCanceled, FitOptions, Progress, build_model, fit
+from model.presets import PRESETS
+from model.signals import load_signal
+
+
+def test_a_small_fit_of_a_real_photo_learns(kodak_crop: Path, pretrain_cache: Path) -> None:
+    signal = load_signal(kodak_crop)
+    untrained = signal.evaluate(build_model(signal, FitOptions()).eval())
+    reports: list[Progress] = []
+    result = fit(signal, FitOptions(steps=150, lr=2e-4), reports.append, cache_dir=pretrain_cache)
+    assert result.metrics["psnr"] > untrained["psnr"] + 10, (untrained, result.metrics)
+    assert result.metrics["psnr_paper"] == pytest.approx(
+        result.metrics["psnr"] - 20 * torch.log10(torch.tensor(2.0)).item()
+        + 20 * torch.log10(signal.pixels.abs().max()).item(), abs=1e-3,
+    )
+    assert 0 < result.metrics["ssim"] <= 1
+    assert result.config["parameters"] == 365_968
+    assert [r.step for r in reports if r.step] == list(range(10, 151, 10))
+    assert {r.stage for r in reports} == {"pretrain", "fit", "experts"}
+    assert reports[-1].eta_s == 0 and reports[-1].total == 150
+
+
+def test_stage_two_trains_only_the_experts(kodak_crop: Path, pretrain_cache: Path) -> None:
+    signal = load_signal(kodak_crop)
+    options = FitOptions(steps=10)
+    before = build_model(signal, options)
+    result = fit(signal, options, cache_dir=pretrain_cache)
+    # With 10 steps and 20% experts-only, the manager moved in stage 1 only; all params moved.
+    moved = {
+        name for name, p in result.model.named_parameters()
+        if not torch.equal(p.detach(), dict(before.named_parameters())[name].detach())
+    }
+    assert any(n.startswith("experts.") for n in moved)
+    assert any(n.startswith("manager.") for n in moved)
+    assert all(p.requires_grad for p in result.model.parameters())
+
+
+def test_cancellation_stops_between_steps(kodak_crop: Path, pretrain_cache: Path) -> None:
+    signal = load_signal(kodak_crop)
+    calls = iter(range(1000))
+    with pytest.raises(FitCanceled, match="step 3 of"):
+        fit(signal, FitOptions(steps=50), should_stop=lambda: next(calls) >= 3,
+            cache_dir=pretrain_cache)
+
+
+def test_pretraining_is_cached_and_reused(kodak_crop: Path, tmp_path: Path) -> None:
+    signal = load_signal(kodak_crop)
+    first = fit(signal, FitOptions(steps=1), cache_dir=tmp_path)
+    cached = list(tmp_path.glob("manager-*.safetensors"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    second = fit(signal, FitOptions(steps=1), cache_dir=tmp_path)
+    assert cached[0].stat().st_mtime_ns == stamp
+    x = signal.grid.coords()
+    assert torch.equal(first.model.predict(x)[1], second.model.predict(x)[1])
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("model", ["neural-experts", "siren"])
+def test_every_preset_runs_two_steps(
+    name: str, model: str, kodak_crop: Path, pretrain_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every preset's code path, with its pretraining shortened: 2 steps prove it runs.
+    monkeypatch.setitem(PRESETS, name, replace(PRESETS[name], pretrain_steps=5))
+    result = fit(load_signal(kodak_crop), FitOptions(preset=name, steps=2, model=model),
+                 cache_dir=pretrain_cache)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.metrics.values())
+
+
+def test_bad_fit_options_are_refused(kodak_crop: Path) -> None:
+    signal = load_signal(kodak_crop)
+    with pytest.raises(ValueError, match="unknown preset"):
+        fit(signal, FitOptions(preset="slow"))
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        fit(signal, FitOptions(lr=-1.0))
+    with pytest.raises(ValueError, match="siren has a single decoder"):
+        fit(signal, FitOptions(model="siren", experts=4))
