@@ -22,4 +22,5 @@ if command -v pg_isready >/dev/null && ! pg_up; then
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
   for _ in $(seq 50); do pg_up && break; sleep 0.2; done
 fi
+
 echo "services: redis $(redis_up && echo up || echo down), postgres $(pg_up && echo up || echo down)"
