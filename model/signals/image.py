@@ -20,7 +20,13 @@ from torch import Tensor
 from model.network import NeuralExperts
 from model.render import Rendered, expert_colors, png, to_uint8
 from model.signals.base import (
-    Batch, Grid, SignalError, SignalKind, argmax_values, reconstruction_loss, register,
+    Batch,
+    Grid,
+    SignalError,
+    SignalKind,
+    argmax_values,
+    reconstruction_loss,
+    register,
 )
 
 MAX_PIXELS = 4096 * 4096  # decompression-bomb guard: refuse before decoding larger images
