@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -30,13 +30,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "nexp"
 
-Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
-ModelName = Enum("ModelName", {name: name for name in MODELS}, type=str)  # type: ignore[misc]
-ActivationName = Enum("ActivationName", {name: name for name in ACTIVATIONS}, type=str)  # type: ignore[misc]
-
-
-class Protocol(str, Enum):
-    paper = "paper"
+# Choices come from the registries, so a new preset, model or activation appears here by itself.
+Preset = StrEnum("Preset", {name: name for name in PRESETS})  # type: ignore[misc]
+ModelName = StrEnum("ModelName", {name: name for name in MODELS})  # type: ignore[misc]
+ActivationName = StrEnum("ActivationName", {name: name for name in ACTIVATIONS})  # type: ignore[misc]
+Protocol = StrEnum("Protocol", {"paper": "paper"})  # type: ignore[misc]
 
 
 def fail(message: str) -> NoReturn:
@@ -54,7 +52,8 @@ def fit_command(
     model: Annotated[ModelName, typer.Option()] = ModelName["neural-experts"],  # type: ignore[valid-type]
     experts: Annotated[int | None, typer.Option(min=2, help="Number of experts K.")] = None,
     activation: Annotated[ActivationName, typer.Option()] = ActivationName["sine"],  # type: ignore[valid-type]
-    protocol: Annotated[Protocol | None, typer.Option(help="paper: Lanczos /4 + 128x128 crop.")] = None,
+    protocol: Annotated[Protocol | None,  # type: ignore[valid-type]
+        typer.Option(help="paper: Lanczos /4 + 128x128 crop.")] = None,
     seed: int = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     compile: Annotated[bool, typer.Option(help="torch.compile the training step.")] = False,
