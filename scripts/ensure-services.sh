@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the local services the test suite talks to, when they are not answering:
-# Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (database `test`).
+# Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (database `test`); and install
+# Chromium for the browser tests when it is missing.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -21,6 +22,12 @@ pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
 if command -v pg_isready >/dev/null && ! pg_up; then
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
   for _ in $(seq 50); do pg_up && break; sleep 0.2; done
+fi
+
+# Headless Chromium for the web page's end-to-end tests (tests/web), from Debian's packages:
+# Playwright drives it through executable_path and never downloads a browser of its own.
+if [ ! -x /usr/bin/chromium ]; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null
 fi
 
 echo "services: redis $(redis_up && echo up || echo down), postgres $(pg_up && echo up || echo down)"

@@ -1,0 +1,333 @@
+// The page: upload and start a fit, follow its training live, explore the result, manage jobs.
+import * as api from "./api.js";
+import { mountAudioView } from "./audio-view.js";
+import { drawChart } from "./chart.js";
+import { mountImageView } from "./image-view.js";
+
+const $ = (id) => document.getElementById(id);
+
+// The progress `metric` each kind reports (model/signals/*: metric_name), and how to plot it.
+const METRICS = {
+  image: { label: "PSNR (dB)", log: false },
+  audio: { label: "MSE (log scale)", log: true },
+  sdf: { label: "Metric", log: false },
+};
+const POLL_MS = 4000; // job list refresh while some job is queued or running
+const PAGE_SIZE = 20;
+
+const originals = new Map(); // job id -> object URL of the file this browser uploaded
+const state = { job: null, points: [], stopFollowing: null, unmountView: null, listed: PAGE_SIZE };
+
+function showError(element, error) {
+  element.textContent = error ? error.message || String(error) : "";
+  element.hidden = !error;
+}
+
+const jobError = (error) => showError($("job-error"), error);
+
+// ---- New fit -------------------------------------------------------------------------------
+
+function chooseFile(file) {
+  $("drop-text").textContent = file ? `${file.name} (${(file.size / 1024).toFixed(1)} kB)` : "Drop a file here or choose one";
+  showError($("form-error"), null);
+}
+
+function setUpDrop() {
+  const drop = $("drop");
+  const input = $("file");
+  input.addEventListener("change", () => chooseFile(input.files[0]));
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    if (!event.dataTransfer.files.length) return;
+    input.files = event.dataTransfer.files;
+    chooseFile(input.files[0]);
+  });
+}
+
+function fitForm() {
+  const form = new FormData();
+  const file = $("file").files[0];
+  form.append("file", file);
+  for (const name of ["preset", "model", "activation"]) form.append(name, $(name).value);
+  for (const name of ["steps", "experts"]) {
+    if ($(name).value) form.append(name, $(name).value);
+  }
+  if ($("protocol").checked) form.append("protocol", "paper");
+  return { form, file };
+}
+
+async function submitFit(event) {
+  event.preventDefault();
+  const errors = $("form-error");
+  if (!$("file").files.length) {
+    showError(errors, new Error("Choose a file to fit first."));
+    return;
+  }
+  const button = $("submit");
+  button.disabled = true;
+  button.textContent = "Uploading…";
+  try {
+    const { form, file } = fitForm();
+    const job = await api.createJob(form);
+    originals.set(job.id, URL.createObjectURL(file));
+    showError(errors, null);
+    openJob(job);
+    refreshJobs();
+  } catch (error) {
+    showError(errors, error);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Start fit";
+  }
+}
+
+// ---- One job -------------------------------------------------------------------------------
+
+function describe(job) {
+  const options = job.options || {};
+  const parts = [job.kind, options.model, options.preset && `preset ${options.preset}`,
+    options.steps && `${options.steps} steps`, job.created_at && new Date(job.created_at).toLocaleString()];
+  return parts.filter(Boolean).join(" · ");
+}
+
+function formatEta(seconds) {
+  if (!Number.isFinite(seconds)) return "";
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  return `${Math.round(seconds / 60)} min`;
+}
+
+function showProgress(progress) {
+  if (!progress) return;
+  const { step, total, loss, metric, eta_s: eta, stage } = progress;
+  $("job-progress").max = total || 1;
+  $("job-progress").value = step || 0;
+  const metricLabel = METRICS[state.job?.kind]?.label || "metric";
+  $("job-step").textContent = [
+    stage && stage !== "fit" ? stage : "",
+    `step ${step} / ${total}`,
+    eta > 0 ? `ETA ${formatEta(eta)}` : "",
+    Number.isFinite(loss) ? `loss ${loss.toExponential(2)}` : "",
+    Number.isFinite(metric) ? `${metricLabel} ${metric.toPrecision(4)}` : "",
+  ].filter(Boolean).join(" · ");
+  const last = state.points[state.points.length - 1];
+  if (stage !== "pretrain" && (!last || step > last.step)) {
+    state.points.push({ step, loss, metric });
+    drawCharts();
+  }
+}
+
+function drawCharts() {
+  const metric = METRICS[state.job?.kind] || METRICS.sdf;
+  $("chart-metric-caption").textContent = metric.label;
+  drawChart($("chart-loss"), state.points.map((p) => ({ step: p.step, value: p.loss })), { log: true });
+  drawChart($("chart-metric"), state.points.map((p) => ({ step: p.step, value: p.metric })),
+    { log: metric.log, color: "#d62728" });
+}
+
+function showMetrics(metrics) {
+  const list = $("job-metrics");
+  list.replaceChildren(...Object.entries(metrics || {}).flatMap(([name, value]) => {
+    const term = document.createElement("dt");
+    term.textContent = name;
+    const definition = document.createElement("dd");
+    definition.textContent = typeof value === "number" ? value.toPrecision(5) : String(value);
+    return [term, definition];
+  }));
+}
+
+function showResult(job) {
+  state.unmountView?.();
+  state.unmountView = null;
+  const result = $("result");
+  result.replaceChildren();
+  if (job.status !== "succeeded") return;
+  const template = document.getElementById(`view-${job.kind}`);
+  if (!template) return;
+  result.append(template.content.cloneNode(true));
+  const original = originals.get(job.id) || null;
+  if (job.kind === "image") state.unmountView = mountImageView(result, job, original, jobError);
+  if (job.kind === "audio") state.unmountView = mountAudioView(result, job, original, jobError);
+  if (job.kind === "sdf") {
+    // three.js is large: load it only when a 3D result is shown.
+    import("./mesh-view.js")
+      .then(({ mountMeshView }) => {
+        if (state.job?.id === job.id) state.unmountView = mountMeshView(result, job, jobError);
+      })
+      .catch(jobError);
+  }
+}
+
+function showStatus(job) {
+  const active = !api.TERMINAL.has(job.status);
+  $("job-status").textContent = job.status;
+  $("job-status").dataset.status = job.status;
+  $("job-cancel").hidden = !active;
+  $("job-weights").hidden = job.status !== "succeeded";
+  $("job-weights").href = api.jobUrl(job.id, "weights");
+  $("training").hidden = !active && state.points.length === 0;
+  jobError(job.status === "failed" && job.error
+    ? new Error([job.error.title, job.error.detail].filter(Boolean).join(": ")) : null);
+  showMetrics(job.metrics);
+}
+
+/** Show `job` in the job panel; follows its events until it ends. */
+function openJob(job) {
+  state.stopFollowing?.();
+  state.stopFollowing = null;
+  state.job = job;
+  state.points = [];
+  history.replaceState(null, "", `#job=${job.id}`);
+  $("job").hidden = false;
+  $("job-title").textContent = job.filename || `Job ${job.id.slice(0, 8)}`;
+  $("job-meta").textContent = describe(job);
+  $("job-step").textContent = "";
+  $("job-progress").value = 0;
+  showStatus(job);
+  showProgress(job.progress);
+  drawCharts();
+  showResult(job);
+  markSelected();
+  if (!api.TERMINAL.has(job.status)) {
+    state.stopFollowing = api.followJob(job.id, {
+      onProgress: showProgress,
+      onStatus: (update) => jobChanged(job.id, update.status),
+    });
+  }
+}
+
+/** A status event for `id`: on a terminal status, re-read the job for its metrics and urls. */
+async function jobChanged(id, status) {
+  if (state.job?.id !== id) return;
+  if (!api.TERMINAL.has(status)) {
+    showStatus({ ...state.job, status });
+    return;
+  }
+  try {
+    const job = await api.getJob(id);
+    if (state.job?.id !== id) return;
+    state.job = job;
+    showStatus(job);
+    showResult(job);
+  } catch (error) {
+    jobError(error);
+  }
+  refreshJobs();
+}
+
+function closeJob() {
+  state.stopFollowing?.();
+  state.unmountView?.();
+  Object.assign(state, { job: null, points: [], stopFollowing: null, unmountView: null });
+  $("job").hidden = true;
+  history.replaceState(null, "", location.pathname);
+  markSelected();
+}
+
+async function cancel(id) {
+  await api.cancelJob(id);
+  if (state.job?.id === id) await jobChanged(id, (await api.getJob(id)).status);
+  refreshJobs();
+}
+
+async function remove(id) {
+  if (!window.confirm("Delete this job and all its outputs?")) return;
+  await api.deleteJob(id);
+  if (originals.has(id)) URL.revokeObjectURL(originals.get(id));
+  originals.delete(id);
+  if (state.job?.id === id) closeJob();
+  refreshJobs();
+}
+
+// ---- Job list ------------------------------------------------------------------------------
+
+let pollTimer = null;
+
+function jobRow(job) {
+  const item = document.createElement("li");
+  item.dataset.id = job.id;
+  const open = document.createElement("button");
+  open.type = "button";
+  open.className = "link";
+  open.textContent = job.filename || job.id.slice(0, 8);
+  open.setAttribute("aria-label", `Open ${open.textContent}`);
+  const listError = (error) => showError($("jobs-error"), error);
+  open.addEventListener("click", () => api.getJob(job.id).then(openJob).catch(listError));
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.dataset.status = job.status;
+  badge.textContent = job.status;
+  const kind = document.createElement("span");
+  kind.className = "meta";
+  kind.textContent = job.kind;
+  const actions = document.createElement("span");
+  actions.className = "row-actions";
+  if (!api.TERMINAL.has(job.status)) {
+    actions.append(button("Cancel", `Cancel ${open.textContent}`, () => cancel(job.id).catch(listError)));
+  }
+  if (job.status === "succeeded") {
+    const weights = document.createElement("a");
+    weights.className = "button";
+    weights.href = api.jobUrl(job.id, "weights");
+    weights.download = "";
+    weights.textContent = "Weights";
+    weights.setAttribute("aria-label", `Download weights of ${open.textContent}`);
+    actions.append(weights);
+  }
+  actions.append(button("Delete", `Delete ${open.textContent}`, () => remove(job.id).catch(listError), "danger"));
+  item.append(open, kind, badge, actions);
+  return item;
+}
+
+function button(text, label, onClick, className = "") {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = text;
+  element.className = className;
+  element.setAttribute("aria-label", label);
+  element.addEventListener("click", onClick);
+  return element;
+}
+
+function markSelected() {
+  for (const item of $("jobs-list").children) {
+    item.classList.toggle("selected", item.dataset.id === state.job?.id);
+  }
+}
+
+async function refreshJobs() {
+  clearTimeout(pollTimer);
+  try {
+    const page = await api.listJobs({ limit: state.listed, offset: 0 });
+    $("jobs-list").replaceChildren(...page.items.map(jobRow));
+    $("jobs-more").hidden = page.items.length >= page.total;
+    showError($("jobs-error"), null);
+    markSelected();
+    if (page.items.some((job) => !api.TERMINAL.has(job.status))) {
+      pollTimer = setTimeout(refreshJobs, POLL_MS);
+    }
+  } catch (error) {
+    showError($("jobs-error"), error);
+  }
+}
+
+// ---- Start ---------------------------------------------------------------------------------
+
+setUpDrop();
+$("fit-form").addEventListener("submit", submitFit);
+$("job-cancel").addEventListener("click", () => cancel(state.job.id).catch(jobError));
+$("job-delete").addEventListener("click", () => remove(state.job.id).catch(jobError));
+$("jobs-refresh").addEventListener("click", refreshJobs);
+$("jobs-more").addEventListener("click", () => {
+  state.listed += PAGE_SIZE;
+  refreshJobs();
+});
+window.addEventListener("resize", () => state.job && drawCharts());
+refreshJobs();
+const linked = new URLSearchParams(location.hash.slice(1)).get("job");
+if (linked) api.getJob(linked).then(openJob).catch((error) => showError($("jobs-error"), error));
