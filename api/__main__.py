@@ -1,0 +1,68 @@
+"""`python -m api` (`make run`): the API and one Celery worker on this machine.
+
+With no NEXP_BROKER_URL and no NEXP_DATABASE_URL it needs no server at all: the broker is kombu's
+filesystem transport and the job table SQLite, both under NEXP_DATA_DIR. Ctrl-C or SIGTERM stops
+uvicorn (open requests finish), then the worker. A job that was training is delivered again when
+the service next starts.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from types import FrameType
+
+import uvicorn
+
+from worker.settings import get_settings
+
+WORKER_STOP_TIMEOUT_S = 30
+
+
+class Shutdown(Exception):
+    """SIGINT or SIGTERM reached the launcher."""
+
+
+def _shutdown(signum: int, _frame: FrameType | None) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def start_worker() -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+               "--loglevel=INFO"]
+    # A session of its own: the terminal's Ctrl-C reaches only this launcher, which stops the
+    # worker after the API, so no job is queued to a worker already gone.
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Cold shutdown (SIGQUIT): a warm one would wait for a training job to finish."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGQUIT)
+        try:
+            worker.wait(WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def main() -> int:
+    settings = get_settings()
+    # uvicorn handles these while it serves and raises them again once it has stopped.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _shutdown)
+    worker = start_worker()
+    try:
+        print(f"Neural Experts on http://{settings.host}:{settings.port}/ "
+              f"(API docs at /docs; data in {settings.data_dir}; Ctrl-C stops it)", flush=True)
+        uvicorn.run("api.main:app", host=settings.host, port=settings.port)
+    except Shutdown:
+        pass
+    finally:
+        stop_worker(worker)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

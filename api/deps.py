@@ -1,0 +1,75 @@
+"""Dependencies as `Annotated` aliases: routes take these as typed arguments, never globals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Path, Request
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session
+
+from api.errors import JobNotFound
+from api.rendering import Renderer
+from api.services import Services
+from worker import jobs
+from worker.settings import Settings, get_settings
+from worker.storage import Storage
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_registry(request: Request) -> CollectorRegistry:
+    registry: CollectorRegistry = request.app.state.registry
+    return registry
+
+
+RegistryDep = Annotated[CollectorRegistry, Depends(get_registry)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    with services.ctx.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_storage(services: ServicesDep) -> Storage:
+    return services.ctx.storage
+
+
+StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+def get_celery(services: ServicesDep) -> Celery:
+    return services.celery
+
+
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+def get_renderer(services: ServicesDep) -> Renderer:
+    return services.renderer
+
+
+RendererDep = Annotated[Renderer, Depends(get_renderer)]
+
+
+def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> jobs.Job:
+    job = jobs.get(session, job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id!r}")
+    return job
+
+
+JobDep = Annotated[jobs.Job, Depends(get_job)]

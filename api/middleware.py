@@ -1,0 +1,67 @@
+"""A cap on request bodies, enforced before the app reads them.
+
+FastAPI sets no upload limit and spools a whole multipart body to disk before the route runs.
+This middleware answers 413 from the Content-Length header without reading a byte, and cuts a
+body without one (chunked) off as soon as it passes the cap, whatever the app was doing with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import BodyTooLarge, problem_response
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes  # read per request: the settings exist once the app started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes()
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await reject(limit, scope, receive, send)
+            return
+        received = 0
+        exceeded = responded = False
+
+        async def capped_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                exceeded = True
+                raise BodyTooLarge(detail(limit))
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal responded
+            if exceeded:
+                return  # the app's answer to a body cut short (a parse error) is replaced below
+            responded = True
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not responded:
+            await reject(limit, scope, receive, send)
+
+
+def detail(limit: int) -> str:
+    return f"the request body is over the {limit:,}-byte cap (NEXP_MAX_UPLOAD_BYTES)"
+
+
+async def reject(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem_response(BodyTooLarge.status, BodyTooLarge.code, BodyTooLarge.title,
+                                detail(limit), scope["path"], {"Connection": "close"})
+    await response(scope, receive, send)

@@ -1,0 +1,31 @@
+"""What the API process holds while it runs: built at startup, closed at shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+
+from api.rendering import Renderer
+from worker.celery_app import make_celery, prepare_broker
+from worker.context import Context, prepare_database, use_torch_threads
+from worker.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    ctx: Context
+    celery: Celery
+    renderer: Renderer
+
+    @classmethod
+    def start(cls, settings: Settings) -> Services:
+        prepare_broker(settings)
+        prepare_database(settings)
+        use_torch_threads(settings)
+        ctx = Context.build(settings)
+        return cls(ctx, make_celery(settings), Renderer(ctx.storage, settings))
+
+    def close(self) -> None:
+        self.celery.close()
+        self.ctx.engine.dispose()

@@ -1,0 +1,46 @@
+"""Database connections: SQLite on one machine, PostgreSQL (or any SQLAlchemy URL) on many."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, create_engine, event, make_url
+from sqlalchemy.exc import DatabaseError
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # the API and a worker write at once: wait for the lock, not fail
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        # pre_ping: a PostgreSQL restart must not surface as errors on the next requests.
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(connection: Any, _record: object) -> None:
+    cursor = connection.cursor()
+    # WAL lets the API read job rows while a worker writes progress.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def make_sessions(engine: Engine) -> sessionmaker[Session]:
+    # Rows are read after commit to build responses: keep their loaded values.
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create missing tables. The API and a worker may start together on a fresh database: the
+    loser of that race sees a duplicate-table error, and a second pass finds the tables there."""
+    try:
+        metadata.create_all(engine)
+    except DatabaseError:
+        metadata.create_all(engine)

@@ -1,0 +1,237 @@
+"""One delivery of a fit job: claim it, fit it, store the checkpoint, record the outcome.
+
+The Celery task is a thin wrapper around `run_job`; everything here is plain Python, so it is
+tested without a broker. A delivery is safe to repeat: a finished job is left alone, a job
+whose previous attempt is still alive is retried later, and the attempt cap fails a job whose
+workers keep dying (an input that OOM-kills every worker must not loop forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import asdict, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from model.checkpoint import CONFIG, METRICS, WEIGHTS, save_checkpoint
+from model.fit import FitCanceled, FitDiverged, FitOptions, Progress, fit, resolve_device
+from model.signals import SignalError, kinds
+from worker import jobs
+from worker.context import Context
+from worker.jobs import Job, Status
+from worker.storage import checkpoint_key, checkpoint_prefix
+
+log = logging.getLogger(__name__)
+
+FIT_OPTION_NAMES = frozenset(f.name for f in fields(FitOptions))
+
+
+class Busy(Exception):
+    """Another attempt of this job is still alive; deliver this one again later."""
+
+    def __init__(self, job_id: str, retry_in_s: float) -> None:
+        super().__init__(f"job {job_id} is running elsewhere")
+        self.retry_in_s = retry_in_s
+
+
+def worker_id() -> str:
+    """host:pid of this process (a pool child has its own pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_job(job_id: str, ctx: Context) -> None:
+    me = worker_id()
+    with ctx.sessions() as session:
+        job = claim(session, job_id, me, ctx)
+    if job is None:
+        return
+    log.info("job %s: attempt %d of %d on %s", job.id, job.attempts, ctx.settings.max_attempts, me)
+    watchdog = Watchdog(job.id, me, ctx)
+    watchdog.start()
+    outcome: dict[str, Any]
+    try:
+        outcome = {"status": Status.SUCCEEDED, "metrics": finite(fit_and_store(job, ctx, watchdog))}
+    except FitCanceled:
+        outcome = {"status": Status.CANCELED}
+    except Exception as e:  # every failure becomes a job error; none leaves the job running
+        ctx.storage.delete(checkpoint_prefix(job.id))  # no partial checkpoint stays
+        outcome = {"status": Status.FAILED, "error": job_error(e)}
+        log.log(logging.ERROR if outcome["error"]["code"] == "internal" else logging.INFO,
+                "job %s failed", job.id, exc_info=e)
+    finally:
+        watchdog.stop()
+    with ctx.sessions() as session:
+        jobs.finish(session, job.id, worker=me, progress=watchdog.latest, **outcome)
+
+
+def claim(session: Session, job_id: str, me: str, ctx: Context) -> Job | None:
+    """The job, now counted as running attempt by `me`; None when there is nothing to run."""
+    settings = ctx.settings
+    job = jobs.get(session, job_id)
+    if job is None or job.status in jobs.TERMINAL:
+        return None
+    if job.cancel_requested:
+        jobs.finish(session, job_id, Status.CANCELED)
+        return None
+    if job.status == Status.RUNNING and attempt_alive(job, settings.stale_after_s):
+        raise Busy(job_id, settings.stale_after_s)
+    if job.attempts >= settings.max_attempts:
+        jobs.finish(session, job_id, Status.FAILED, error=worker_lost(job.attempts))
+        return None
+    if not jobs.start_attempt(session, job_id, me, job.attempts):
+        raise Busy(job_id, settings.heartbeat_s)  # another delivery claimed it just now
+    return jobs.get(session, job_id)
+
+
+def attempt_alive(job: Job, stale_after_s: float) -> bool:
+    """Whether the attempt recorded on a running job may still be running."""
+    silent = timedelta(seconds=stale_after_s)
+    if job.heartbeat_at is None or jobs.utcnow() - job.heartbeat_at > silent:
+        return False
+    host, _, pid = (job.worker or "").rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's process: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_lost(attempts: int) -> dict[str, str]:
+    return {
+        "code": "worker_lost",
+        "title": "The worker running this job died",
+        "detail": f"the worker process died during each of {attempts} attempts (killed, for "
+                  "example out of memory); the job is not retried again",
+    }
+
+
+def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float]:
+    settings = ctx.settings
+    device = str(resolve_device(settings.device))
+    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.scratch_dir) as tmp:
+        folder = Path(tmp)
+        path = folder / f"input{Path(job.input_key).suffix}"
+        with ctx.storage.open(job.input_key) as src, path.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        # The API validated the upload already; loading again with the caps re-checks it here.
+        signal = kinds()[job.kind].load(
+            path, protocol=job.options.get("protocol"), device=device,
+            **settings.load_caps(job.kind),
+        )
+        options = {k: v for k, v in job.options.items() if k in FIT_OPTION_NAMES}
+        result = fit(
+            signal, FitOptions(**options, device=device), on_progress=watchdog.report,
+            should_stop=watchdog.canceled.is_set, cache_dir=settings.pretrain_cache_dir,
+        )
+        save_checkpoint(folder / "model", result.model, result.config, result.metrics)
+        for name in (CONFIG, METRICS, WEIGHTS):  # weights last: their presence marks a whole set
+            with (folder / "model" / name).open("rb") as f:
+                ctx.storage.put(checkpoint_key(job.id, name), f)
+    return result.metrics
+
+
+ERRORS: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str, str]] = [
+    (SignalError, "invalid_signal", "The input is not a usable signal"),
+    (FitDiverged, "diverged", "Training diverged"),
+    (ValueError, "invalid_options", "The fit options are invalid"),
+    ((torch.OutOfMemoryError, MemoryError), "out_of_memory", "Out of memory"),
+    (SoftTimeLimitExceeded, "time_limit", "The job ran past its time limit"),
+]
+
+
+def job_error(e: BaseException) -> dict[str, str]:
+    """{code, title, detail} for the job record; the first matching row of ERRORS wins."""
+    for types, code, title in ERRORS:
+        if isinstance(e, types):
+            return {"code": code, "title": title, "detail": str(e) or type(e).__name__}
+    return {"code": "internal", "title": "Internal error",
+            "detail": f"{type(e).__name__}: {e}"}
+
+
+def time_limit_error(limit_s: float) -> dict[str, str]:
+    return {"code": "time_limit", "title": "The job ran past its time limit",
+            "detail": f"the worker was stopped after {limit_s:g} s"}
+
+
+def finite(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or infinity: such numbers become null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in values.items()}
+
+
+class Watchdog:
+    """A thread beside the fit: every heartbeat it writes the latest progress and reads the
+    cancel flag, so the fit loop's `should_stop` is a free in-memory check.
+
+    The fit checks the flag between steps only; if it has not stopped `cancel_grace_s` after a
+    cancel (manager pretraining has no check), the job is recorded canceled and this process
+    exits. Celery sees a lost worker and redelivers the message, which finds the job finished.
+    """
+
+    def __init__(self, job_id: str, worker: str, ctx: Context) -> None:
+        self.job_id, self.worker, self.ctx = job_id, worker, ctx
+        self.canceled = threading.Event()
+        self.latest: dict[str, Any] | None = None
+        self._unsent: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watchdog-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def report(self, progress: Progress) -> None:
+        with self._lock:
+            self.latest = self._unsent = finite(asdict(progress))
+
+    def _run(self) -> None:
+        canceled_at: float | None = None
+        while not self._stopped.wait(self.ctx.settings.heartbeat_s):
+            if not self._beat():
+                self.canceled.set()
+            if self.canceled.is_set():
+                canceled_at = canceled_at or time.monotonic()
+                if time.monotonic() - canceled_at > self.ctx.settings.cancel_grace_s:
+                    self._end_process()
+
+    def _beat(self) -> bool:
+        """False when the job should stop: a cancel, or the job is no longer this attempt's."""
+        with self._lock:
+            unsent, self._unsent = self._unsent, None
+        try:
+            with self.ctx.sessions() as session:
+                cancel = jobs.beat(session, self.job_id, self.worker, unsent)
+        except SQLAlchemyError:
+            log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+            return True  # the database is away for a moment: keep training
+        return cancel is False
+
+    def _end_process(self) -> None:
+        log.warning("job %s: cancel not honoured in %g s; ending the worker child", self.job_id,
+                    self.ctx.settings.cancel_grace_s)
+        with self.ctx.sessions() as session:
+            jobs.finish(session, self.job_id, Status.CANCELED, worker=self.worker)
+        logging.shutdown()
+        os._exit(1)

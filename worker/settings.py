@@ -1,0 +1,132 @@
+"""The service's one settings object, read from the environment by the API and the worker.
+
+Every field is set by an environment variable named NEXP_ + the field name in capitals, except
+the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
+
+    NEXP_DATA_DIR             ./var   root of everything the service writes on this machine
+    NEXP_BROKER_URL           ""      Celery broker; empty = embedded kombu filesystem transport
+                                      under $NEXP_DATA_DIR/broker; redis://host:6379/0 for many
+    NEXP_DATABASE_URL         ""      SQLAlchemy URL; empty = SQLite at $NEXP_DATA_DIR/jobs.sqlite3;
+                                      postgresql+psycopg://user@host:5432/db for many machines
+    NEXP_STORAGE_DIR          ""      artifact folder; empty = $NEXP_DATA_DIR/artifacts
+    NEXP_CACHE_DIR            ""      manager-pretraining cache; empty = $NEXP_DATA_DIR/cache
+    NEXP_HOST / PORT          127.0.0.1 / 8000   where `python -m api` listens
+    NEXP_MAX_UPLOAD_BYTES     request body cap (413 before anything is spooled)
+    NEXP_MAX_IMAGE_PIXELS     decoded image cap (decompression bombs)
+    NEXP_MAX_AUDIO_SECONDS    audio duration cap
+    NEXP_MAX_SDF_POINTS       point-cloud cap
+    NEXP_MAX_STEPS            largest `steps` a job may ask for
+    NEXP_MAX_RENDER_PIXELS    largest width x height of a rendered image
+    NEXP_MAX_SAMPLE_RATE      largest sample rate of a rendered clip
+    NEXP_MAX_MESH_RESOLUTION  largest marching-cubes resolution
+    NEXP_MAX_QUERY_POINTS     most coordinates in one POST .../query
+    NEXP_TIME_LIMIT_S         a job's time budget (Celery soft limit: the job fails `time_limit`)
+    NEXP_TIME_LIMIT_GRACE_S   hard limit = soft + grace: a child ignoring the soft one is killed
+    NEXP_MAX_ATTEMPTS         deliveries of one job before it fails `worker_lost` (poison cap)
+    NEXP_HEARTBEAT_S          how often a running job writes progress and reads its cancel flag
+    NEXP_STALE_AFTER_S        a running job silent this long has lost its worker and is requeued
+    NEXP_CANCEL_GRACE_S       a cancel not honoured between steps this long ends the worker child
+    NEXP_DEVICE               torch device for fits: auto | cpu | cuda | cuda:N
+    NEXP_TORCH_THREADS        torch intra-op threads per process (0 = torch's default)
+    NEXP_RENDER_THREADS       renders computed at once by one API process
+    NEXP_RENDER_CACHE_BYTES   bytes of rendered outputs kept in memory per API process
+    NEXP_MODEL_CACHE_SIZE     loaded checkpoints kept in memory per API process
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1 << 20
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEXP_", frozen=True)
+
+    data_dir: Path = Path("var")
+    broker_url: str = ""
+    database_url: str = ""
+    storage_dir: Path | None = None
+    cache_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, validation_alias=AliasChoices("PORT", "NEXP_PORT"))
+
+    max_upload_bytes: PositiveInt = 256 * MIB
+    max_image_pixels: PositiveInt = 4096 * 4096
+    max_audio_seconds: PositiveFloat = 600.0
+    max_sdf_points: PositiveInt = 2_000_000
+    max_steps: PositiveInt = 100_000
+    max_render_pixels: PositiveInt = 4096 * 4096
+    max_sample_rate: PositiveInt = 192_000
+    max_mesh_resolution: PositiveInt = 512
+    max_query_points: PositiveInt = 100_000
+
+    time_limit_s: PositiveInt = 6 * 3600  # the paper preset on a large image, on a CPU
+    time_limit_grace_s: PositiveInt = 60
+    max_attempts: PositiveInt = 2  # the issue: redelivered once, then failed
+    heartbeat_s: PositiveFloat = 1.0
+    stale_after_s: PositiveFloat = 60.0
+    cancel_grace_s: PositiveFloat = 15.0
+
+    device: str = "auto"
+    torch_threads: int = Field(0, ge=0)
+    render_threads: PositiveInt = 2
+    render_cache_bytes: int = Field(256 * MIB, ge=0)
+    model_cache_size: PositiveInt = 4
+
+    @field_validator("data_dir", "storage_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # The API and its worker subprocess must agree on paths whatever their working folders.
+        return None if path is None else path.expanduser().resolve()
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "artifacts"
+
+    @property
+    def pretrain_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Uploads being validated and inputs being fitted; on the data disk, not in /tmp."""
+        return self.data_dir / "tmp"
+
+    @property
+    def hard_time_limit_s(self) -> int:
+        return self.time_limit_s + self.time_limit_grace_s
+
+    def load_caps(self, kind: str) -> dict[str, float]:
+        """The size caps each signal kind's `load` takes, from these settings."""
+        caps: dict[str, dict[str, float]] = {
+            "image": {"max_pixels": self.max_image_pixels},
+            "audio": {"max_seconds": self.max_audio_seconds},
+            "sdf": {"max_points": self.max_sdf_points},
+        }
+        return caps.get(kind, {})
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

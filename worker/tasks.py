@@ -1,0 +1,35 @@
+"""The Celery task: a thin adapter from a message to `worker.runner.run_job`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from celery import Task
+from celery.exceptions import TimeLimitExceeded
+
+from worker import jobs
+from worker.celery_app import FIT_TASK, app
+from worker.context import context
+from worker.runner import Busy, run_job, time_limit_error
+
+
+class FitTask(Task):  # type: ignore[misc]
+    def on_failure(self, exc: Exception, task_id: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], einfo: ExceptionInfo) -> None:
+        # Only a hard time limit gets here (run_job records every other failure). It runs in the
+        # worker's parent, after the child running the job was killed without a word.
+        if isinstance(exc, TimeLimitExceeded):
+            ctx = context()
+            with ctx.sessions() as session:
+                jobs.finish(session, args[0], jobs.Status.FAILED,
+                            error=time_limit_error(ctx.settings.hard_time_limit_s))
+
+
+@app.task(bind=True, base=FitTask, name=FIT_TASK)
+def fit_job(self: FitTask, job_id: str) -> None:
+    """Fit one job (an id: the task re-reads the job row, never trusts message contents)."""
+    try:
+        run_job(job_id, context())
+    except Busy as busy:
+        raise self.retry(countdown=busy.retry_in_s, max_retries=None) from busy
