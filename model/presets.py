@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from model.network import ModelConfig
+from model.network import Conditioning, ModelConfig
+from model.pretrain import PRETRAIN_LR
 
 # (encoder, expert, manager encoder, manager, K) widths per task for Neural Experts.
 _EXPERTS_WIDTHS: dict[str, tuple[int, int, int, int, int]] = {
@@ -55,7 +56,7 @@ def model_config(
     k = n_experts if n_experts is not None else k
     if k < 2:
         raise ValueError(f"{model} needs at least 2 experts, got {k}")
-    conditioning = "none" if model == "vanilla-moe" else "concat"
+    conditioning: Conditioning = "none" if model == "vanilla-moe" else "concat"
     return ModelConfig(
         in_dim, out_dim, activation, encoder, expert, k, manager_encoder, manager, conditioning
     )
@@ -79,6 +80,8 @@ class FitPreset:
     """Full-batch steps of manager pretraining (cached per shape and K, so paid once)."""
     pretrain_max_points: int
     """Cap on pretraining points: larger signals pretrain on a random subset of this size."""
+    pretrain_lr: float = PRETRAIN_LR
+    """Adam learning rate of manager pretraining."""
     balance_weight: float = 0.0
     """Weight of a load-balancing term (0 in the paper) keeping experts in use at higher lr."""
     batch_points: int = 1 << 30

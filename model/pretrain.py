@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from scipy.cluster.vq import kmeans2
+from scipy.cluster.vq import kmeans2  # type: ignore[import-untyped]
 from torch import Tensor
 
-from model.network import NeuralExperts
+from model.network import CPU_BATCH_ROWS, NeuralExperts
 from model.signals.base import Grid
 
 PRETRAIN_MODES = ("random", "grid", "kmeans", "none")
@@ -62,6 +63,7 @@ def pretrain_manager(
     seed: int = 0,
     values: Tensor | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    lr: float = PRETRAIN_LR,
 ) -> float:
     """Train encoders + manager to reproduce the labels; returns the label accuracy reached."""
     if model.manager is None or mode == "none" or steps <= 0:
@@ -70,35 +72,44 @@ def pretrain_manager(
     coords = grid.coords(device)
     labels = grid_labels(mode, grid, model.n_experts, seed, values).to(device)
     _, others = model.parameter_groups()
-    opt = torch.optim.Adam(others, lr=PRETRAIN_LR)
+    opt = torch.optim.Adam(others, lr=lr, fused=device.type in ("cpu", "cuda"))
     gen = torch.Generator(device=device).manual_seed(seed)
+    rows = CPU_BATCH_ROWS if device.type == "cpu" else 1 << 62  # as fit's micro-batches
     for step in range(steps):
         if coords.shape[0] > max_points:
-            rows = torch.randint(0, coords.shape[0], (max_points,), device=device, generator=gen)
-            x, y = coords[rows], labels[rows]
+            picked = torch.randint(0, coords.shape[0], (max_points,), device=device, generator=gen)
+            x, y = coords[picked], labels[picked]
         else:
             x, y = coords, labels
-        logits = model.manager_logits(x, model.expert_encoder(x))
-        loss = manager_loss(logits, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = x.new_zeros(())
+        pieces = max(1, math.ceil(x.shape[0] / rows))
+        for xs, ys in zip(x.tensor_split(pieces), y.tensor_split(pieces), strict=True):
+            # Both terms are means over points: weighting by the share of rows sums to the whole.
+            loss = manager_loss(model.manager_logits(xs, model.expert_encoder(xs)), ys)
+            weighted = loss * (xs.shape[0] / x.shape[0])
+            weighted.backward()
+            total += weighted.detach()
         opt.step()
         if on_step is not None:
-            on_step(step, float(loss))
-    with torch.no_grad():
-        hits = 0
-        for start in range(0, coords.shape[0], 65536):
-            x = coords[start : start + 65536]
-            hits += int((model.manager_logits(x, model.expert_encoder(x)).argmax(-1)
-                         == labels[start : start + 65536]).sum())
+            on_step(step, float(total))
+    return label_accuracy(model, coords, labels)
+
+
+@torch.inference_mode()
+def label_accuracy(model: NeuralExperts, coords: Tensor, labels: Tensor) -> float:
+    """Share of points whose argmax expert is their label."""
+    hits = 0
+    for xs, ys in zip(coords.split(CPU_BATCH_ROWS), labels.split(CPU_BATCH_ROWS), strict=True):
+        hits += int((model.manager_logits(xs, model.expert_encoder(xs)).argmax(-1) == ys).sum())
     return hits / coords.shape[0]
 
 
 def cache_key(model: NeuralExperts, grid: Grid, mode: str, steps: int, max_points: int,
-              seed: int) -> str:
+              seed: int, lr: float = PRETRAIN_LR) -> str:
     spec = {
         "model": model.config.to_dict(), "grid": [list(grid.shape), grid.low, grid.high],
-        "mode": mode, "steps": steps, "max_points": max_points, "seed": seed, "version": 1,
+        "mode": mode, "steps": steps, "max_points": max_points, "seed": seed, "lr": lr, "version": 2,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -112,6 +123,7 @@ def pretrained_model(
     seed: int,
     cache_dir: Path | None,
     values: Tensor | None = None,
+    lr: float = PRETRAIN_LR,
 ) -> bool:
     """Load `model` with pretrained weights from the cache, or pretrain and cache them.
 
@@ -121,11 +133,12 @@ def pretrained_model(
     path = None
     if cacheable:
         assert cache_dir is not None
-        path = cache_dir / f"manager-{cache_key(model, grid, mode, steps, max_points, seed)}.safetensors"
+        key = cache_key(model, grid, mode, steps, max_points, seed, lr)
+        path = cache_dir / f"manager-{key}.safetensors"
         if path.exists():
             model.load_state_dict(load_file(str(path), device=str(next(model.parameters()).device)))
             return True
-    pretrain_manager(model, grid, mode, steps, max_points, seed, values)
+    pretrain_manager(model, grid, mode, steps, max_points, seed, values, lr=lr)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
