@@ -6,17 +6,22 @@ import { mountImageView } from "./image-view.js";
 
 const $ = (id) => document.getElementById(id);
 
-// The progress `metric` each kind reports (model/signals/*: metric_name), and how to plot it.
+// How to show and plot the progress `metric`, by its `metric_name` (model/signals/*).
 const METRICS = {
-  image: { label: "PSNR (dB)", log: false },
-  audio: { label: "MSE (log scale)", log: true },
-  sdf: { label: "Metric", log: false },
+  psnr: { label: "PSNR (dB)", log: false, format: (v) => `PSNR ${v.toFixed(2)} dB` },
+  mse: { label: "MSE (log scale)", log: true, format: (v) => `MSE ${v.toExponential(2)}` },
+  sdf_l1: { label: "SDF L1 error (log scale)", log: true, format: (v) => `SDF L1 ${v.toExponential(2)}` },
 };
+const metricOf = (name) => METRICS[name]
+  || { label: name || "metric", log: false, format: (v) => `${name} ${v.toPrecision(4)}` };
+const STAGES = { pretrain: "pretraining the manager", experts: "training experts only" };
 const POLL_MS = 4000; // job list refresh while some job is queued or running
 const PAGE_SIZE = 20;
 
 const originals = new Map(); // job id -> object URL of the file this browser uploaded
-const state = { job: null, points: [], stopFollowing: null, unmountView: null, listed: PAGE_SIZE };
+const state = {
+  job: null, points: [], metricName: "", stopFollowing: null, unmountView: null, listed: PAGE_SIZE,
+};
 
 function showError(element, error) {
   element.textContent = error ? error.message || String(error) : "";
@@ -28,7 +33,9 @@ const jobError = (error) => showError($("job-error"), error);
 // ---- New fit -------------------------------------------------------------------------------
 
 function chooseFile(file) {
-  $("drop-text").textContent = file ? `${file.name} (${(file.size / 1024).toFixed(1)} kB)` : "Drop a file here or choose one";
+  $("drop-text").textContent = file
+    ? `${file.name} (${(file.size / 1024).toFixed(1)} kB)`
+    : "Drop a file here, or click to choose one";
   showError($("form-error"), null);
 }
 
@@ -104,16 +111,16 @@ function formatEta(seconds) {
 
 function showProgress(progress) {
   if (!progress) return;
-  const { step, total, loss, metric, eta_s: eta, stage } = progress;
+  const { step, total, loss, metric, metric_name: metricName, eta_s: eta, stage } = progress;
+  state.metricName = metricName;
   $("job-progress").max = total || 1;
   $("job-progress").value = step || 0;
-  const metricLabel = METRICS[state.job?.kind]?.label || "metric";
   $("job-step").textContent = [
-    stage && stage !== "fit" ? stage : "",
     `step ${step} / ${total}`,
+    STAGES[stage],
     eta > 0 ? `ETA ${formatEta(eta)}` : "",
     Number.isFinite(loss) ? `loss ${loss.toExponential(2)}` : "",
-    Number.isFinite(metric) ? `${metricLabel} ${metric.toPrecision(4)}` : "",
+    Number.isFinite(metric) ? metricOf(metricName).format(metric) : "",
   ].filter(Boolean).join(" · ");
   const last = state.points[state.points.length - 1];
   if (stage !== "pretrain" && (!last || step > last.step)) {
@@ -123,7 +130,7 @@ function showProgress(progress) {
 }
 
 function drawCharts() {
-  const metric = METRICS[state.job?.kind] || METRICS.sdf;
+  const metric = metricOf(state.metricName);
   $("chart-metric-caption").textContent = metric.label;
   drawChart($("chart-loss"), state.points.map((p) => ({ step: p.step, value: p.loss })), { log: true });
   drawChart($("chart-metric"), state.points.map((p) => ({ step: p.step, value: p.metric })),
@@ -182,6 +189,7 @@ function openJob(job) {
   state.stopFollowing = null;
   state.job = job;
   state.points = [];
+  state.metricName = "";
   history.replaceState(null, "", `#job=${job.id}`);
   $("job").hidden = false;
   $("job-title").textContent = job.filename || `Job ${job.id.slice(0, 8)}`;
@@ -305,6 +313,7 @@ async function refreshJobs() {
   try {
     const page = await api.listJobs({ limit: state.listed, offset: 0 });
     $("jobs-list").replaceChildren(...page.items.map(jobRow));
+    $("jobs-empty").hidden = page.items.length > 0;
     $("jobs-more").hidden = page.items.length >= page.total;
     showError($("jobs-error"), null);
     markSelected();

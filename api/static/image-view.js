@@ -64,8 +64,7 @@ export function mountImageView(root, job, originalUrl, showError) {
   async function render(id, output, size) {
     const url = URL.createObjectURL(await getBlob(jobUrl(job.id, output, size)));
     urls.add(url);
-    const img = await loaded($(id), url);
-    return img;
+    return loaded($(id), url);
   }
 
   async function showZoom(zoom) {
