@@ -85,7 +85,7 @@ def validate(upload: Spooled, options: JobCreate, settings: Settings) -> str:
     try:
         kind = kind_of(upload.path)
         check_declared_type(upload, kind.name)
-        signal = kind.load(upload.path, protocol=options.protocol, **settings.load_caps(kind.name))
+        signal = kind.load(upload.path, protocol=options.protocol, **settings.loader_options(kind.name))
     except SignalError as e:
         status = SIGNAL_STATUS.get(e.code, 422)
         # Some messages carry the whole path: the client needs only its file's name.

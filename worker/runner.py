@@ -32,7 +32,7 @@ from model.signals import SignalError, kinds
 from worker import jobs
 from worker.context import Context
 from worker.jobs import Job, Status
-from worker.storage import checkpoint_key, checkpoint_prefix
+from worker.storage import checkpoint_key, checkpoint_prefix, job_prefix
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def run_job(job_id: str, ctx: Context) -> None:
     finally:
         watchdog.stop()
     with ctx.sessions() as session:
-        jobs.finish(session, job.id, worker=me, progress=watchdog.latest, **outcome)
+        finished = jobs.finish(session, job.id, worker=me, progress=watchdog.latest, **outcome)
+        if not finished and jobs.get(session, job.id) is None:
+            ctx.storage.delete(job_prefix(job.id))  # deleted while it ran: leave nothing behind
 
 
 def claim(session: Session, job_id: str, me: str, ctx: Context) -> Job | None:
@@ -134,7 +136,7 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
         # The API validated the upload already; loading again with the caps re-checks it here.
         signal = kinds()[job.kind].load(
             path, protocol=job.options.get("protocol"), device=device,
-            **settings.load_caps(job.kind),
+            **settings.loader_options(job.kind),
         )
         options = {k: v for k, v in job.options.items() if k in FIT_OPTION_NAMES}
         result = fit(

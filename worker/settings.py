@@ -20,6 +20,8 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
     NEXP_MAX_SAMPLE_RATE      largest sample rate of a rendered clip
     NEXP_MAX_MESH_RESOLUTION  largest marching-cubes resolution
     NEXP_MAX_QUERY_POINTS     most coordinates in one POST .../query
+    NEXP_LOAD_OPTIONS         JSON: more options of each kind's loader (sampling and evaluation
+                              effort), e.g. {"sdf": {"eval_resolution": 64}}; the caps win
     NEXP_TIME_LIMIT_S         a job's time budget (Celery soft limit: the job fails `time_limit`)
     NEXP_TIME_LIMIT_GRACE_S   hard limit = soft + grace: a child ignoring the soft one is killed
     NEXP_MAX_ATTEMPTS         deliveries of one job before it fails `worker_lost` (poison cap)
@@ -35,6 +37,7 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 from pathlib import Path
 
@@ -64,6 +67,7 @@ class Settings(BaseSettings):
     max_sample_rate: PositiveInt = 192_000
     max_mesh_resolution: PositiveInt = 512
     max_query_points: PositiveInt = 100_000
+    load_options: dict[str, dict[str, int | float | str]] = {}
 
     time_limit_s: PositiveInt = 6 * 3600  # the paper preset on a large image, on a CPU
     time_limit_grace_s: PositiveInt = 60
@@ -117,14 +121,31 @@ class Settings(BaseSettings):
     def hard_time_limit_s(self) -> int:
         return self.time_limit_s + self.time_limit_grace_s
 
-    def load_caps(self, kind: str) -> dict[str, float]:
-        """The size caps each signal kind's `load` takes, from these settings."""
-        caps: dict[str, dict[str, float]] = {
+    @field_validator("load_options")
+    @classmethod
+    def _known_loader_options(
+        cls, value: dict[str, dict[str, int | float | str]]
+    ) -> dict[str, dict[str, int | float | str]]:
+        from model.signals import kinds  # imported here: reading settings needs no torch
+
+        for kind, options in value.items():
+            if kind not in kinds():
+                raise ValueError(f"unknown signal kind {kind!r} (kinds: {', '.join(kinds())})")
+            accepted = set(inspect.signature(kinds()[kind].load).parameters) - {"path", "device", "protocol"}
+            unknown = sorted(set(options) - accepted)
+            if unknown:
+                raise ValueError(f"{kind} loading has no option {', '.join(unknown)} "
+                                 f"(options: {', '.join(sorted(accepted))})")
+        return value
+
+    def loader_options(self, kind: str) -> dict[str, int | float | str]:
+        """Keyword options for kind's `load`: NEXP_LOAD_OPTIONS, then the caps on top."""
+        caps: dict[str, dict[str, int | float | str]] = {
             "image": {"max_pixels": self.max_image_pixels},
             "audio": {"max_seconds": self.max_audio_seconds},
             "sdf": {"max_points": self.max_sdf_points},
         }
-        return caps.get(kind, {})
+        return {**self.load_options.get(kind, {}), **caps.get(kind, {})}
 
 
 @lru_cache

@@ -99,7 +99,7 @@ def submit(upload: Spooled, kind: str, options: JobCreate, idempotency_key: str 
     return job
 
 
-@router.get("", summary="List jobs, newest first")
+@router.get("", responses=problems(422), summary="List jobs, newest first")
 def list_jobs(
     session: SessionDep,
     status: Status | None = None,
@@ -110,12 +110,12 @@ def list_jobs(
     return JobsPublic(items=[job_public(j) for j in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", responses=problems(404), summary="A job's status, progress and results")
+@router.get("/{job_id}", responses=problems(404, 422), summary="A job's status, progress and results")
 def read_job(job: JobDep) -> JobPublic:
     return job_public(job)
 
 
-@router.post("/{job_id}/cancel", status_code=202, responses=problems(404, 409),
+@router.post("/{job_id}/cancel", status_code=202, responses=problems(404, 409, 422),
              summary="Cancel a queued or running job")
 def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     """A queued job is canceled at once; a running one stops within seconds."""
@@ -125,7 +125,7 @@ def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     return job_public(jobs.get(session, job.id) or job)
 
 
-@router.delete("/{job_id}", status_code=204, responses=problems(404),
+@router.delete("/{job_id}", status_code=204, responses=problems(404, 422),
                summary="Delete a job and its artifacts (a running job is canceled first)")
 def delete_job(job: JobDep, session: SessionDep, storage: StorageDep,
                renderer: RendererDep) -> Response:
@@ -136,7 +136,7 @@ def delete_job(job: JobDep, session: SessionDep, storage: StorageDep,
     return Response(status_code=204)
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=problems(404),
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=problems(404, 422),
             summary="Server-sent events: `progress` while it trains, `status` on each change")
 async def job_events(job: JobDep, services: ServicesDep) -> AsyncIterator[ServerSentEvent]:
     """`progress` events carry the progress object, `status` events the whole job; the stream

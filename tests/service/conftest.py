@@ -1,0 +1,93 @@
+"""A real service for the suite: uvicorn + a Celery worker subprocess on Redis (DB 5).
+
+Caps are set low so the bad-input tests need only small files, and the pretraining cache is
+the session's one (tests/conftest.py), so each signal shape pretrains once per run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.utils.data import shared_data
+from tests.utils.service import Service
+from tests.utils.signals import bach_clip, seed_pretraining
+
+REDIS = "redis://127.0.0.1:6379"
+# Small enough for one core in seconds, the same code paths as the defaults (tests/model/test_sdf).
+SDF_LOAD = {"surface_samples": 20_000, "pool_size": 20_000, "eval_resolution": 24,
+            "chamfer_points": 5_000, "trimap_band": 0.05}
+CAPS = {
+    "NEXP_MAX_UPLOAD_BYTES": str(1 << 20),
+    "NEXP_MAX_IMAGE_PIXELS": str(512 * 512),
+    "NEXP_MAX_AUDIO_SECONDS": "1",
+    "NEXP_MAX_RENDER_PIXELS": str(256 * 256),
+    "NEXP_MAX_MESH_RESOLUTION": "32",
+    "NEXP_MAX_STEPS": "5000",
+}
+
+
+def redis_db(db: int) -> str:
+    """The URL of an emptied Redis database: one per service, so workers never share a queue."""
+    url = f"{REDIS}/{db}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as e:
+        pytest.fail(f"Redis at {REDIS} is not answering ({e}); scripts/ensure-services.sh starts it")
+    finally:
+        client.close()
+    return url
+
+
+def service_env(data: Path, pretrain_cache: Path, **overrides: str) -> dict[str, str]:
+    return {
+        "NEXP_DATA_DIR": str(data),
+        "NEXP_CACHE_DIR": str(pretrain_cache),
+        "NEXP_DEVICE": "cpu",
+        "NEXP_TORCH_THREADS": "1",  # 2 cores for the tests, the API and the worker together
+        "NEXP_HEARTBEAT_S": "0.2",  # progress and cancels reach the job row quickly
+        "NEXP_LOAD_OPTIONS": json.dumps({"sdf": SDF_LOAD}),
+        **CAPS,
+        **overrides,
+    }
+
+
+def started(service: Service) -> Iterator[Service]:
+    try:
+        service.start_worker()
+        service.start_api()
+        yield service
+    finally:
+        service.stop_all()
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory, pretrain_cache: Path) -> Iterator[Service]:
+    data = tmp_path_factory.mktemp("service")
+    yield from started(Service(data, service_env(data, pretrain_cache,
+                                                 NEXP_BROKER_URL=redis_db(5))))
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[httpx.Client]:
+    with service.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def bach(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return bach_clip(tmp_path_factory.mktemp("audio") / "bach-0.1s.wav", 0.1)
+
+
+@pytest.fixture(scope="session")
+def spot(pretrain_cache: Path) -> Path:
+    """Spot the cow (a triangle mesh); its fit skips pretraining (seed_pretraining says why)."""
+    path = shared_data("meshes", "spot.obj")
+    seed_pretraining(pretrain_cache, path, **SDF_LOAD)
+    return path

@@ -1,0 +1,57 @@
+"""Small real (and deliberately broken) signal files for service tests."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+import model.pretrain
+from model.fit import FitOptions, build_model
+from model.pretrain import pretrained_model
+from model.signals import load_signal
+from tests.utils.data import shared_data
+
+
+def bach_clip(dest: Path, seconds: float) -> Path:
+    """`seconds` of the paper's Bach recording from 2 s in (it opens with near silence)."""
+    samples, rate = sf.read(shared_data("audio", "gt_bach.wav"), dtype="float32")
+    start = 2 * rate
+    sf.write(dest, samples[start : start + round(seconds * rate)], rate, subtype="PCM_16")
+    return dest
+
+
+def decompression_bomb(dest: Path, side: int) -> Path:
+    """A few kilobytes of PNG that decode to side x side pixels."""
+    Image.new("1", (side, side)).save(dest)
+    return dest
+
+
+def sphere_points(dest: Path, count: int, poison: float | None = None) -> Path:
+    """An oriented point cloud as XYZ text ("x y z nx ny nz"); `poison` replaces one value."""
+    normals = np.random.default_rng(0).normal(size=(count, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    rows = np.hstack([normals * 0.8, normals])
+    if poison is not None:
+        rows[count // 2, 0] = poison
+    np.savetxt(dest, rows, fmt="%.6f")
+    return dest
+
+
+def seed_pretraining(cache_dir: Path, path: Path, **load_options: object) -> None:
+    """Put an untrained manager in the pretraining cache under the key a default-option fit of
+    `path` looks up. The fast preset's pretraining of the 1.3M-parameter 3D model takes many
+    minutes on one core; service tests check the service around a fit, not pretraining (which
+    tests/model covers), so they skip it this way."""
+    signal = load_signal(path, **load_options)
+    options = FitOptions()
+    schedule = options.schedule()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model.pretrain, "pretrain_manager", lambda *args, **kwargs: math.nan)
+        pretrained_model(build_model(signal, options), signal.grid, schedule.pretrain,
+                         schedule.pretrain_steps, schedule.pretrain_max_points, options.seed,
+                         cache_dir)
