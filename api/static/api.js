@@ -2,8 +2,10 @@
 // built from the service's problem+json body (RFC 9457) when there is one.
 
 export class ApiError extends Error {
-  constructor(message, { status = 0, code = "" } = {}) {
-    super(message);
+  constructor(title, { detail = "", status = 0, code = "" } = {}) {
+    super(detail && detail !== title ? `${title}: ${detail}` : title);
+    this.title = title;
+    this.detail = detail;
     this.status = status;
     this.code = code;
   }
@@ -18,8 +20,7 @@ async function problem(response) {
   }
   const title = body?.title || response.statusText || `HTTP ${response.status}`;
   const detail = typeof body?.detail === "string" ? body.detail : "";
-  const message = detail && detail !== title ? `${title}: ${detail}` : title;
-  return new ApiError(message, { status: response.status, code: body?.code || "" });
+  return new ApiError(title, { detail, status: response.status, code: body?.code || "" });
 }
 
 async function request(path, options = {}) {

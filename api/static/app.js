@@ -23,9 +23,19 @@ const state = {
   job: null, points: [], metricName: "", stopFollowing: null, unmountView: null, listed: PAGE_SIZE,
 };
 
+/** Show an error in `element` (or hide it when `error` is null): an API problem's title in
+ * bold, then its detail. */
 function showError(element, error) {
-  element.textContent = error ? error.message || String(error) : "";
   element.hidden = !error;
+  element.replaceChildren();
+  if (!error) return;
+  if (error.detail && error.detail !== error.title) {
+    const title = document.createElement("strong");
+    title.textContent = error.title;
+    element.append(title, document.createElement("br"), error.detail);
+  } else {
+    element.append(error.message || String(error));
+  }
 }
 
 const jobError = (error) => showError($("job-error"), error);
@@ -172,14 +182,14 @@ function showResult(job) {
 
 function showStatus(job) {
   const active = !api.TERMINAL.has(job.status);
-  $("job-status").textContent = job.status;
+  $("job-status").textContent = active && job.cancel_requested ? "canceling" : job.status;
   $("job-status").dataset.status = job.status;
   $("job-cancel").hidden = !active;
   $("job-weights").hidden = job.status !== "succeeded";
   $("job-weights").href = api.jobUrl(job.id, "weights");
   $("training").hidden = !active && state.points.length === 0;
   jobError(job.status === "failed" && job.error
-    ? new Error([job.error.title, job.error.detail].filter(Boolean).join(": ")) : null);
+    ? new api.ApiError(job.error.title, { detail: job.error.detail, code: job.error.code }) : null);
   showMetrics(job.metrics);
 }
 

@@ -1,0 +1,95 @@
+"""The real service as `make run` starts it (embedded broker, SQLite) and Debian's Chromium.
+
+Playwright drives /usr/bin/chromium through `executable_path` and never downloads a browser; a
+browser that cannot start fails the test with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Error, Page, sync_playwright
+
+from tests.utils.data import shared_data
+from tests.utils.service import Service
+from tests.utils.signals import bach_clip, seed_pretraining
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps calling Google's hosts, which a closed
+# network refuses (the machine notes); --no-sandbox because tests run as root.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "web"
+# Small SDF sampling and evaluation, so a 3D fit takes seconds on one core.
+UPLOAD_CAP = 2 << 20  # the test inputs are far smaller; one test sends more
+SDF_LOAD = {"surface_samples": 20_000, "pool_size": 20_000, "eval_resolution": 24,
+            "chamfer_points": 5_000, "trimap_band": 0.05}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, pretrain_cache: Path) -> Iterator[Service]:
+    data = tmp_path_factory.mktemp("web-service")
+    service = Service(data, {
+        "NEXP_DATA_DIR": str(data),
+        "NEXP_CACHE_DIR": str(pretrain_cache),
+        "NEXP_DEVICE": "cpu",
+        "NEXP_TORCH_THREADS": "1",  # 2 cores for the browser, the API and the worker together
+        "NEXP_HEARTBEAT_S": "0.2",  # several progress reports reach the page in a tiny fit
+        "NEXP_LOAD_OPTIONS": json.dumps({"sdf": SDF_LOAD}),
+        "NEXP_MAX_UPLOAD_BYTES": str(UPLOAD_CAP),
+    })
+    try:
+        service.start_worker()
+        service.start_api()
+        yield service
+    finally:
+        service.stop_all()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (scripts/ensure-services.sh)")
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        except Error as e:
+            pytest.fail(f"Chromium at {CHROMIUM} could not be started: {e.message}")
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, service: Service) -> Iterator[Page]:
+    """A laptop-sized page on the service; any uncaught script error fails the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}\n{service.logs()}"
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture(scope="session")
+def bach(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return bach_clip(tmp_path_factory.mktemp("audio") / "bach-0.1s.wav", 0.1)
+
+
+@pytest.fixture(scope="session")
+def spot(pretrain_cache: Path) -> Path:
+    """Spot the cow; its fit skips the minutes-long 3D pretraining (seed_pretraining says why)."""
+    path = shared_data("meshes", "spot.obj")
+    seed_pretraining(pretrain_cache, path, **SDF_LOAD)
+    return path
