@@ -74,7 +74,8 @@ export function mountImageView(root, job, originalUrl, showError) {
       render("reconstruction", "reconstruction", size),
       render("experts-overlay", "experts", size),
     ]);
-    $("reconstruction-size").textContent = `(${recon.naturalWidth} × ${recon.naturalHeight} px)`;
+    const pan = zoom > 1 ? "; scroll to pan" : "";
+    $("reconstruction-size").textContent = `(${recon.naturalWidth} × ${recon.naturalHeight} px${pan})`;
   }
 
   async function start() {

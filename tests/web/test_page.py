@@ -63,7 +63,7 @@ def test_image_fit_shows_training_reconstruction_and_super_resolution(
         page.select_option("#zoom", "2")
     wait_loaded(page, "#reconstruction", 64)
     wait_loaded(page, "#experts-overlay", 64)
-    expect(page.locator("#reconstruction-size")).to_have_text("(64 × 64 px)")
+    expect(page.locator("#reconstruction-size")).to_have_text("(64 × 64 px; scroll to pan)")
     page.screenshot(path=screenshots / "image-result.png", full_page=True)
 
     page.set_viewport_size({"width": 390, "height": 844})
@@ -102,6 +102,20 @@ def test_mesh_fit_shows_3d_viewer_and_downloads(page: Page, spot: Path, screensh
     with page.expect_request(re.compile(r"/mesh\?resolution=32&format=ply")):
         page.select_option("#mesh-resolution", "32")
     expect(page.locator("#viewer-status")).to_contain_text("at 32³", timeout=60_000)
+
+
+def test_form_is_labelled_and_keyboard_usable(page: Page, screenshots: Path) -> None:
+    page.goto("/")
+    for label in ("Drop a file here", "Preset", "Steps", "Model", "Experts", "Activation",
+                  "Paper protocol"):
+        expect(page.get_by_label(label)).to_be_visible()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file"
+    page.focus("#submit")
+    page.keyboard.press("Enter")
+    expect(page.locator("#form-error")).to_have_text("Choose a file to fit first.")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=screenshots / "form-phone.png", full_page=True)
 
 
 def test_garbage_upload_shows_the_api_error(
