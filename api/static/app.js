@@ -214,28 +214,20 @@ function openJob(job) {
   if (!api.TERMINAL.has(job.status)) {
     state.stopFollowing = api.followJob(job.id, {
       onProgress: showProgress,
-      onStatus: (update) => jobChanged(job.id, update.status),
+      onStatus: jobUpdated,
     });
   }
 }
 
-/** A status event for `id`: on a terminal status, re-read the job for its metrics and urls. */
-async function jobChanged(id, status) {
-  if (state.job?.id !== id) return;
-  if (!api.TERMINAL.has(status)) {
-    showStatus({ ...state.job, status });
-    return;
-  }
-  try {
-    const job = await api.getJob(id);
-    if (state.job?.id !== id) return;
-    state.job = job;
-    showStatus(job);
+/** A newer copy of a job (a status event, a cancel's answer): show it if it is the open one. */
+function jobUpdated(job) {
+  if (state.job?.id !== job.id) return;
+  state.job = job;
+  showStatus(job);
+  if (api.TERMINAL.has(job.status)) {
     showResult(job);
-  } catch (error) {
-    jobError(error);
+    refreshJobs();
   }
-  refreshJobs();
 }
 
 function closeJob() {
@@ -248,8 +240,7 @@ function closeJob() {
 }
 
 async function cancel(id) {
-  await api.cancelJob(id);
-  if (state.job?.id === id) await jobChanged(id, (await api.getJob(id)).status);
+  jobUpdated(await api.cancelJob(id));
   refreshJobs();
 }
 

@@ -15,8 +15,11 @@ import pytest
 import redis
 
 from tests.utils.data import shared_data
+from tests.utils.jobs import context as job_context
 from tests.utils.service import Service
 from tests.utils.signals import bach_clip, seed_pretraining
+from worker.context import Context
+from worker.settings import Settings
 
 REDIS = "redis://127.0.0.1:6379"
 # Small enough for one core in seconds, the same code paths as the defaults (tests/model/test_sdf).
@@ -91,3 +94,11 @@ def spot(pretrain_cache: Path) -> Path:
     path = shared_data("meshes", "spot.obj")
     seed_pretraining(pretrain_cache, path, **SDF_LOAD)
     return path
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[Context]:
+    """A worker context on a fresh SQLite database and artifact folder."""
+    context = job_context(Settings(data_dir=tmp_path, heartbeat_s=0.05, cancel_grace_s=0.3))
+    yield context
+    context.engine.dispose()

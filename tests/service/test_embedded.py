@@ -16,9 +16,9 @@ def children(pid: int) -> list[int]:
 
 
 def launch(service: Service) -> subprocess.Popen[bytes]:
+    worker_ready = service.logs_from_now("launcher", b" ready.")
     launcher = service.spawn("launcher", [sys.executable, "-m", "api"])
-    service.wait_until(lambda: b"ready." in (service.data / "launcher.log").read_bytes()
-                       and service.answers("/readyz"), "the embedded service")
+    service.wait_until(lambda: worker_ready() and service.answers("/readyz"), "the service")
     return launcher
 
 

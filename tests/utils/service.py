@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,16 @@ class Service:
         self.wait_until(lambda: self.answers("/healthz"), "the API to answer /healthz")
 
     def start_worker(self) -> None:
-        log = self.data / "worker.log"
-        start = log.stat().st_size if log.exists() else 0
+        ready = self.logs_from_now("worker", b" ready.")
         self.spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
                               "--loglevel=INFO", "--without-gossip", "--without-mingle"])
-        self.wait_until(lambda: b" ready." in log.read_bytes()[start:], "the worker to be ready")
+        self.wait_until(ready, "the worker to be ready")
+
+    def logs_from_now(self, name: str, marker: bytes) -> Callable[[], bool]:
+        """A check that process `name` has logged `marker` since this call."""
+        log = self.data / f"{name}.log"
+        start = log.stat().st_size if log.exists() else 0
+        return lambda: log.exists() and marker in log.read_bytes()[start:]
 
     def stop_all(self) -> None:
         for name, process in self.processes.items():
@@ -96,7 +102,7 @@ class Service:
         except httpx.TransportError:
             return False
 
-    def wait_until(self, done: Any, what: str, timeout: float = START_TIMEOUT_S) -> None:
+    def wait_until(self, done: Callable[[], bool], what: str, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if done():
@@ -114,8 +120,8 @@ class Service:
 
     def row(self, job_id: str) -> jobs.Job:
         """The job's database row, with what the API does not show (the worker's pid)."""
-        ctx = Context.build(Settings(**{k[5:].lower(): v for k, v in self.env.items()
-                                        if k.startswith("NEXP_")}))
+        ctx = Context.build(Settings(data_dir=self.data,
+                                     database_url=self.env.get("NEXP_DATABASE_URL", "")))
         try:
             with ctx.sessions() as session:
                 row = jobs.get(session, job_id)
