@@ -84,7 +84,7 @@ export function mountImageView(root, job, originalUrl, showError) {
     $("reconstruction-size").textContent = `(${native.width} × ${native.height} px)`;
     await render("experts-overlay", "experts", native);
     if (!originalUrl) {
-      $("original").replaceWith(Object.assign(document.createElement("p"), {
+      $("original").closest(".stage").replaceWith(Object.assign(document.createElement("p"), {
         className: "hint",
         textContent: "The original is only at hand in the browser that uploaded it.",
       }));

@@ -69,6 +69,14 @@ def test_image_fit_shows_training_reconstruction_and_super_resolution(
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=screenshots / "image-phone.png", full_page=True)
 
+    # Another tab, opened on the job's link: the upload is not at hand there, the model is.
+    job_id = page.locator("#jobs-list li.selected").get_attribute("data-id")
+    other = page.context.new_page()
+    other.goto(f"/#job={job_id}")
+    wait_loaded(other, "#reconstruction", 32)
+    expect(other.locator("#result .hint")).to_contain_text("only at hand in the browser")
+    other.screenshot(path=screenshots / "image-linked.png", full_page=True)
+
 
 def test_audio_fit_shows_waveforms_segments_and_players(
     page: Page, bach: Path, screenshots: Path
