@@ -9,6 +9,7 @@ the service next starts.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from types import FrameType
@@ -47,20 +48,32 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
             worker.wait()
 
 
+class EmbeddedService(uvicorn.Server):
+    """uvicorn, starting the worker once its port is bound (a taken port starts nothing)."""
+
+    worker: subprocess.Popen[bytes] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.worker = start_worker()
+        print(f"Neural Experts on http://{self.config.host}:{self.config.port}/ "
+              "(API docs at /docs; Ctrl-C stops it)", flush=True)
+
+
 def main() -> int:
     settings = get_settings()
     # uvicorn handles these while it serves and raises them again once it has stopped.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _shutdown)
-    worker = start_worker()
+    server = EmbeddedService(uvicorn.Config("api.main:app", host=settings.host,
+                                            port=settings.port))
     try:
-        print(f"Neural Experts on http://{settings.host}:{settings.port}/ "
-              f"(API docs at /docs; data in {settings.data_dir}; Ctrl-C stops it)", flush=True)
-        uvicorn.run("api.main:app", host=settings.host, port=settings.port)
+        server.run()
     except Shutdown:
         pass
     finally:
-        stop_worker(worker)
+        if server.worker is not None:
+            stop_worker(server.worker)
     return 0
 
 

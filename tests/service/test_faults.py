@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.service.conftest import redis_db, service_env, started
 from tests.utils.service import Service, assert_problem, create_job, submit, wait_for, wait_status
@@ -46,6 +47,22 @@ def test_a_running_job_is_canceled_within_seconds(client: httpx.Client,
     assert done["progress"]["step"] < 5000 and done["metrics"] is None
     assert client.post(job["urls"]["cancel"]).status_code == 202  # idempotent
     assert_problem(client.get(job["urls"]["reconstruction"]), 409, "job_not_ready")
+
+
+def test_a_job_canceled_during_pretraining_stops_within_seconds(
+        client: httpx.Client, kodak_crop: Path, tmp_path: Path) -> None:
+    """Pretraining checks no cancel flag: past NEXP_CANCEL_GRACE_S the worker child ends."""
+    with Image.open(kodak_crop) as image:  # a shape of its own: its pretraining is not cached
+        image.crop((0, 0, 32, 20)).save(tmp_path / "strip.png")
+    job = submit(client, tmp_path / "strip.png", steps=50)
+    wait_for(client, job["id"], lambda j: (j["progress"] or {}).get("stage") == "pretrain",
+             "pretraining")
+    asked = time.monotonic()
+    client.post(job["urls"]["cancel"])
+    done = wait_status(client, job["id"], "canceled", "succeeded", "failed", timeout=60)
+    assert done["status"] == "canceled" and time.monotonic() - asked < 10, done
+    follow = submit(client, kodak_crop, steps=5)  # the worker carries on with a new child
+    assert wait_status(client, follow["id"], "succeeded", "failed")["status"] == "succeeded"
 
 
 def test_a_killed_worker_child_is_redelivered_and_the_job_recovers(
@@ -87,6 +104,20 @@ def test_a_job_whose_whole_worker_died_runs_again_on_a_new_worker(
         restartable.start_worker()
         done = wait_status(client, job["id"], "succeeded", "failed", "canceled", timeout=240)
     assert done["status"] == "succeeded" and done["attempts"] == 2, done
+
+
+def test_a_job_past_its_time_limit_fails(tmp_path_factory: pytest.TempPathFactory,
+                                         pretrain_cache: Path, kodak_crop: Path) -> None:
+    data = tmp_path_factory.mktemp("limited")
+    # The soft limit (4 s) raises in the fit; should it be swallowed (torch.compile falls back
+    # on errors while it compiles), the hard limit (7 s) kills the child and the parent records it.
+    env = service_env(data, pretrain_cache, NEXP_BROKER_URL=redis_db(8), NEXP_TIME_LIMIT_S="4",
+                      NEXP_TIME_LIMIT_GRACE_S="3")
+    for service in started(Service(data, env)):
+        with service.client() as client:
+            job = submit(client, kodak_crop, steps=5000)
+            done = wait_status(client, job["id"], "failed", "succeeded", "canceled", timeout=60)
+    assert done["status"] == "failed" and done["error"]["code"] == "time_limit", done
 
 
 def test_a_broker_that_is_down_gets_503_and_nothing_is_kept(

@@ -11,8 +11,7 @@ import soundfile as sf
 from PIL import Image
 
 import model.pretrain
-from model.fit import FitOptions, build_model
-from model.pretrain import pretrained_model
+from model.fit import FitOptions, fit
 from model.signals import load_signal
 from tests.utils.data import shared_data
 
@@ -43,15 +42,11 @@ def sphere_points(dest: Path, count: int, poison: float | None = None) -> Path:
 
 
 def seed_pretraining(cache_dir: Path, path: Path, **load_options: object) -> None:
-    """Put an untrained manager in the pretraining cache under the key a default-option fit of
-    `path` looks up. The fast preset's pretraining of the 1.3M-parameter 3D model takes many
-    minutes on one core; service tests check the service around a fit, not pretraining (which
-    tests/model covers), so they skip it this way."""
-    signal = load_signal(path, **load_options)
-    options = FitOptions()
-    schedule = options.schedule()
+    """Fill the pretraining cache for default-option fits of `path` with an untrained manager,
+    by one real fit step with pretraining itself stubbed out. The fast preset pretrains the
+    1.3M-parameter 3D model for many minutes on one core; service tests check the service
+    around a fit, not pretraining (tests/model does)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(model.pretrain, "pretrain_manager", lambda *args, **kwargs: math.nan)
-        pretrained_model(build_model(signal, options), signal.grid, schedule.pretrain,
-                         schedule.pretrain_steps, schedule.pretrain_max_points, options.seed,
-                         cache_dir)
+        fit(load_signal(path, **load_options), FitOptions(steps=1, device="cpu"),
+            cache_dir=cache_dir)
