@@ -19,8 +19,8 @@ from torch import Tensor
 
 from model.network import CPU_BATCH_ROWS, NeuralExperts, count_parameters
 from model.presets import FitPreset, model_config, preset
-from model.pretrain import pretrained_model
-from model.signals.base import Batch, Signal
+from model.pretrain import coarse_grid, pretrained_model
+from model.signals.base import Batch, Grid, Signal
 
 COMPILE_MIN_STEPS = 2000
 """`FitOptions.compile=None` compiles fits of at least this many steps: a cold compile of the
@@ -106,9 +106,14 @@ def fit(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     cache_dir: Path | None = None,
+    schedule: FitPreset | None = None,
 ) -> FitResult:
-    """Fit a model to `signal`. Raises FitCanceled, FitDiverged, or ValueError on bad options."""
-    schedule = options.schedule()
+    """Fit a model to `signal`. Raises FitCanceled, FitDiverged, or ValueError on bad options.
+
+    `schedule` replaces the options' preset (with their steps / lr overrides still applied), for
+    benchmarks and experiments that need a schedule no preset names.
+    """
+    schedule = options.schedule() if schedule is None else schedule.with_overrides(options.steps, options.lr)
     if schedule.steps < 1:
         raise ValueError(f"steps must be >= 1, got {schedule.steps}")
     if not schedule.lr > 0:
@@ -120,7 +125,7 @@ def fit(
     report = on_progress or (lambda p: None)
     report(Progress(0, schedule.steps, math.nan, math.nan, math.nan, "pretrain"))
     pretrained_model(
-        model, signal.grid, schedule.pretrain, schedule.pretrain_steps,
+        model, _pretrain_grid(signal, schedule), schedule.pretrain, schedule.pretrain_steps,
         schedule.pretrain_max_points, options.seed, cache_dir,
         signal.grid_values() if schedule.pretrain == "kmeans" else None, schedule.pretrain_lr,
     )
@@ -140,6 +145,13 @@ def fit(
     return FitResult(model, metrics, config, history)
 
 
+def _pretrain_grid(signal: Signal, schedule: FitPreset) -> Grid:
+    """The signal's grid, or the preset's coarse one for the signal-independent maps."""
+    if schedule.pretrain_cells is None or schedule.pretrain == "kmeans":
+        return signal.grid
+    return coarse_grid(signal.grid, schedule.pretrain_cells)
+
+
 def _train(
     model: NeuralExperts,
     signal: Signal,
@@ -154,15 +166,16 @@ def _train(
         first_stage = schedule.steps  # a SIREN has nothing to freeze: one stage
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(options.seed)
-    loss_fn = _loss_fn(model, signal, schedule.balance_weight)
-    if _should_compile(options, schedule):
-        loss_fn = torch.compile(loss_fn)
+    loss_fn = make_loss_fn(model, signal, schedule.balance_weight, _should_compile(options, schedule))
     # CPU steps run in micro-batches (CPU_BATCH_ROWS): a 128 x 128 image's step went 1.25x -> 1.5x
     # the reference's speed. A GPU takes the batch whole.
     rows = CPU_BATCH_ROWS if device.type == "cpu" else 1 << 62
 
     history: list[Progress] = []
-    optimizer = _adam(experts + others, schedule.lr, device)
+    optimizer = make_adam(
+        [{"params": experts}, {"params": others, "lr": schedule.lr * schedule.shared_lr_scale}],
+        schedule.lr, device,
+    )
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
     started = time.perf_counter()
     stage = "fit"
@@ -172,7 +185,7 @@ def _train(
             # continuing the decayed learning rate (method.md).
             for p in others:
                 p.requires_grad_(False)
-            optimizer = _adam(experts, float(scheduler.get_last_lr()[0]), device)
+            optimizer = make_adam([{"params": experts}], float(scheduler.get_last_lr()[0]), device)
             scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
             stage = "experts"
         if should_stop():
@@ -202,14 +215,15 @@ def _should_compile(options: FitOptions, schedule: FitPreset) -> bool:
     return options.compile if options.compile is not None else schedule.steps >= COMPILE_MIN_STEPS
 
 
-def _adam(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
+def make_adam(groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.Adam:
     # The fused kernel updates every parameter in one pass (the per-tensor loop took ~4% of a step).
     fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=fused)
+    return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), fused=fused)
 
 
-def _loss_fn(model: NeuralExperts, signal: Signal, balance_weight: float) -> LossFn:
-    """(coords, target, n_surface) -> (loss, values, logits): the part of a step worth compiling."""
+def make_loss_fn(model: NeuralExperts, signal: Signal, balance_weight: float, compiled: bool) -> LossFn:
+    """(coords, target, n_surface) -> (loss, values, logits): a step's forward, which `compiled`
+    hands to torch.compile together with its backward."""
 
     def loss_fn(coords: Tensor, target: Tensor, n_surface: int) -> tuple[Tensor, Tensor, Tensor | None]:
         values, logits = model(coords)
@@ -218,7 +232,7 @@ def _loss_fn(model: NeuralExperts, signal: Signal, balance_weight: float) -> Los
             loss = loss + balance_weight * balance_loss(logits)
         return loss, values, logits
 
-    return loss_fn
+    return torch.compile(loss_fn) if compiled else loss_fn
 
 
 def accumulate_gradients(

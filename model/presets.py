@@ -82,8 +82,14 @@ class FitPreset:
     """Cap on pretraining points: larger signals pretrain on a random subset of this size."""
     pretrain_lr: float = PRETRAIN_LR
     """Adam learning rate of manager pretraining."""
+    pretrain_cells: int | None = None
+    """None: pretrain on the signal's own grid (the paper). Else on a grid of about this many cells
+    over the same domain, whatever the signal's size: one cached manager serves every signal of a
+    task, so only the very first fit pretrains."""
     balance_weight: float = 0.0
     """Weight of a load-balancing term (0 in the paper) keeping experts in use at higher lr."""
+    shared_lr_scale: float = 1.0
+    """Learning-rate multiplier of the encoders and manager (all but the experts) in stage 1."""
     batch_points: int = 1 << 30
     """Points per step: signals larger than this train on a fresh random subset each step."""
     report_every: int = 10

@@ -1,0 +1,70 @@
+"""`python -m bench [speed|quality|audio|sdf ...] [--full] [--record]`: tables on stdout, JSON in
+bench/results/, and with --record the tables replace their section of bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import audio, quality, sdf, speed
+from bench.report import Section, save
+from model.signals import load_signal
+from model.signals.image import ImageSignal
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SPEED_IMAGE = "kodim19"  # the paper's ablation image
+
+
+def _speed(args: argparse.Namespace) -> Section:
+    signal = load_signal(DATA / "images" / "kodak" / f"{SPEED_IMAGE}.png", protocol="paper")
+    assert isinstance(signal, ImageSignal)
+    return speed.run(args, signal)
+
+
+def _fresh_cache(run: Callable[[argparse.Namespace, Path, Path], Section], folder: Path
+                 ) -> Callable[[argparse.Namespace], Section]:
+    """Each section starts with an empty manager-pretraining cache, so the first Neural Experts
+    fit's time includes its pretraining, as a first fit of a new shape would."""
+
+    def section(args: argparse.Namespace) -> Section:
+        with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as cache:
+            return run(args, folder, Path(cache))
+
+    return section
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], Section]] = {
+    "speed": _speed,
+    "quality": _fresh_cache(quality.run, DATA / "images" / "kodak"),
+    "audio": _fresh_cache(audio.run, DATA / "audio"),
+    "sdf": _fresh_cache(sdf.run, DATA / "meshes"),
+}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("sections", nargs="*", metavar="section",
+                        help=f"any of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--full", action="store_true", help="the paper's full protocol (for a GPU)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for CPU timings")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
+    parser.add_argument("--record", action="store_true", help="write the tables into bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    for name in args.sections or list(SECTIONS):
+        print(f"\n## {name}\n", flush=True)
+        section = SECTIONS[name](args)
+        print(f"saved {save(section, args.record)}")
+
+
+if __name__ == "__main__":
+    main()
