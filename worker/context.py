@@ -9,10 +9,12 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+# Importing keys and quotas adds their tables to Base.metadata: prepare_database makes them all.
+from worker import keys, quotas  # noqa: F401
 from worker.db import create_tables, make_engine, make_sessions
 from worker.jobs import Base
 from worker.settings import Settings, get_settings
-from worker.storage import LocalStorage, Storage
+from worker.storage import Storage, make_storage
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Context:
     @classmethod
     def build(cls, settings: Settings) -> Context:
         engine = make_engine(settings.database)
-        return cls(settings, engine, make_sessions(engine), LocalStorage(settings.artifacts_dir))
+        return cls(settings, engine, make_sessions(engine), make_storage(settings))
 
 
 def prepare_database(settings: Settings) -> None:

@@ -9,6 +9,14 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
     NEXP_DATABASE_URL         ""      SQLAlchemy URL; empty = SQLite at $NEXP_DATA_DIR/jobs.sqlite3;
                                       postgresql+psycopg://user@host:5432/db for many machines
     NEXP_STORAGE_DIR          ""      artifact folder; empty = $NEXP_DATA_DIR/artifacts
+    NEXP_STORAGE_URL          ""      where artifacts live: empty = the folder above; file:///path
+                                      = another folder; s3://bucket/prefix = an S3-compatible
+                                      object store (for many machines), reached with the standard
+                                      AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_DEFAULT_REGION
+    NEXP_S3_ENDPOINT_URL      ""      the object store's address when it is not AWS, e.g.
+                                      http://minio:9000 (empty = AWS S3)
+    NEXP_LOG_LEVEL            INFO    the API's log level (a worker's is its --loglevel); every
+                                      line is a JSON object with request_id and job_id
     NEXP_CACHE_DIR            ""      manager-pretraining cache; empty = $NEXP_DATA_DIR/cache
     NEXP_HOST / PORT          127.0.0.1 / 8000   where `python -m api` listens
     NEXP_MAX_UPLOAD_BYTES     request body cap (413 before anything is spooled)
@@ -33,6 +41,15 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
     NEXP_RENDER_THREADS       renders computed at once by one API process
     NEXP_RENDER_CACHE_BYTES   bytes of rendered outputs kept in memory per API process
     NEXP_MODEL_CACHE_SIZE     loaded checkpoints kept in memory per API process
+    NEXP_REQUIRE_KEYS         false   true: /v1 needs an API key even before `nexp keys create` made
+                                      one (auth is on by itself once any key exists)
+    NEXP_QUOTA_ACTIVE_JOBS    0       jobs one key may have queued or running at once (0 = no cap)
+    NEXP_QUOTA_UPLOADS_PER_MINUTE 0   new jobs one key may submit per minute (0 = no cap)
+    NEXP_QUOTA_STORED_BYTES   0       artifact bytes (inputs + checkpoints) one key may keep
+    NEXP_MAX_QUEUE_DEPTH      1000    queued jobs (every key's) at which new jobs get 503 (0 = none)
+    NEXP_RETENTION_S          0       finished jobs and their artifacts are deleted this long after
+                                      they end (0 = kept until deleted by hand)
+    NEXP_RETENTION_SWEEP_S    300     how often each API process looks for expired jobs
 """
 
 from __future__ import annotations
@@ -40,11 +57,14 @@ from __future__ import annotations
 import inspect
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1 << 20
+STORAGE_SCHEMES = ("", "file", "s3")
 
 
 class Settings(BaseSettings):
@@ -54,7 +74,10 @@ class Settings(BaseSettings):
     broker_url: str = ""
     database_url: str = ""
     storage_dir: Path | None = None
+    storage_url: str = ""
+    s3_endpoint_url: str = ""
     cache_dir: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "NEXP_PORT"))
 
@@ -82,11 +105,39 @@ class Settings(BaseSettings):
     render_cache_bytes: int = Field(256 * MIB, ge=0)
     model_cache_size: PositiveInt = 4
 
+    require_keys: bool = False
+    quota_active_jobs: int = Field(0, ge=0)
+    quota_uploads_per_minute: int = Field(0, ge=0)
+    quota_stored_bytes: int = Field(0, ge=0)
+    max_queue_depth: int = Field(1000, ge=0)  # jobs waiting hours for a GPU help no one: say so
+    retention_s: float = Field(0, ge=0)
+    retention_sweep_s: PositiveFloat = 300.0  # deletion within minutes of expiry is soon enough
+
     @field_validator("data_dir", "storage_dir", "cache_dir")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         # The API and its worker subprocess must agree on paths whatever their working folders.
         return None if path is None else path.expanduser().resolve()
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_store(cls, url: str, info: ValidationInfo) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in STORAGE_SCHEMES:
+            raise ValueError(f"storage URL {url!r} is not s3://bucket/prefix, file:///folder or empty")
+        if parts.scheme == "s3" and not parts.netloc:
+            raise ValueError(f"storage URL {url!r} names no bucket (s3://bucket/prefix)")
+        if parts.scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path):
+            raise ValueError(f"storage URL {url!r} is not a local folder (file:///folder)")
+        if url and info.data.get("storage_dir"):
+            raise ValueError(f"NEXP_STORAGE_DIR and NEXP_STORAGE_URL={url!r} both name the "
+                             "artifact store: set one")
+        return url
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, level: object) -> object:
+        return level.upper() if isinstance(level, str) else level
 
     @property
     def embedded_broker(self) -> bool:
@@ -106,6 +157,9 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_dir(self) -> Path:
+        """The local artifact folder (unused when NEXP_STORAGE_URL is s3://)."""
+        if self.storage_url.startswith("file:"):
+            return Path(urlsplit(self.storage_url).path).resolve()
         return self.storage_dir or self.data_dir / "artifacts"
 
     @property
