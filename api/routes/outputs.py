@@ -1,7 +1,7 @@
 """What a succeeded job's model holds: renders, metrics, weights, raw coordinate queries.
 
-Routes are plain `def`: FastAPI runs them in its thread pool, so a slow render never stalls the
-event loop that answers polls and uploads. Renders come from the saved checkpoint (api.rendering).
+Renders come from the saved checkpoint and run in threads of their own (api.rendering), so a slow
+render never stalls the event loop that answers polls and uploads.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import io
 import zipfile
 from typing import Annotated, Any, Literal
 
-import torch
 from fastapi import APIRouter, Query, Response
 
 from api.deps import JobDep, RendererDep, SettingsDep, StorageDep
@@ -41,33 +40,33 @@ SampleRate = Annotated[int | None, Query(ge=1, description="audio: Hz (default: 
 @router.get("/reconstruction", response_class=Response,
             responses=media("The signal as the model holds it", "image/png", "audio/wav"),
             summary="Image (PNG, any size) or audio (WAV, any sample rate)")
-def reconstruction(
+async def reconstruction(
     job: JobDep, renderer: RendererDep, settings: SettingsDep, width: Width = None,
     height: Height = None, sample_rate: SampleRate = None,
     encoding: Annotated[Literal["pcm16", "float32"] | None, Query(description="audio only")] = None,
 ) -> Response:
     query = {"width": width, "height": height, "sample_rate": sample_rate, "encoding": encoding}
-    return render(job, "reconstruction", query, renderer, settings)
+    return await render(job, "reconstruction", query, renderer, settings)
 
 
 @router.get("/experts", response_class=Response,
             responses=media("Which expert owns each pixel or sample", "image/png",
                             "application/json"),
             summary="Expert map: image PNG; audio per-sample ids as JSON, or a PNG plot")
-def experts(
+async def experts(
     job: JobDep, renderer: RendererDep, settings: SettingsDep, width: Width = None,
     height: Height = None, sample_rate: SampleRate = None,
     format: Annotated[Literal["json", "png"] | None, Query(description="audio only")] = None,
 ) -> Response:
     query = {"width": width, "height": height, "sample_rate": sample_rate, "format": format}
-    return render(job, "experts", query, renderer, settings)
+    return await render(job, "experts", query, renderer, settings)
 
 
 @router.get("/mesh", response_class=Response,
             responses=media("The surface by marching cubes", "application/octet-stream",
                             "model/obj", "model/gltf-binary"),
             summary="SDF jobs: the zero level set as PLY, OBJ or GLB")
-def mesh(
+async def mesh(
     job: JobDep, renderer: RendererDep, settings: SettingsDep,
     resolution: Annotated[int | None, Query(ge=2, description="grid cells a side")] = None,
     format: Annotated[Literal["ply", "obj", "glb"] | None, Query()] = None,
@@ -76,11 +75,11 @@ def mesh(
 ) -> Response:
     query = {"resolution": resolution, "format": format, "experts": experts,
              "original_frame": original_frame}
-    return render(job, "mesh", query, renderer, settings)
+    return await render(job, "mesh", query, renderer, settings)
 
 
-def render(job: Job, output: str, query: dict[str, Any], renderer: Renderer,
-           settings: Settings) -> Response:
+async def render(job: Job, output: str, query: dict[str, Any], renderer: Renderer,
+                 settings: Settings) -> Response:
     """Check the job, the output and the query against the kind and the caps, then render."""
     kind = kinds()[job.kind]
     if output not in kind.outputs:
@@ -93,9 +92,9 @@ def render(job: Job, output: str, query: dict[str, Any], renderer: Renderer,
     if unknown:
         raise InvalidOption(f"{', '.join(unknown)} does not apply to the {output} of {job.kind} "
                             f"jobs (options: {', '.join(accepted)})")
-    check_caps(query, renderer.load(job.id).meta, settings)
+    check_caps(query, (await renderer.load(job.id)).meta, settings)
     try:
-        rendered = renderer.render(job.id, output, query)
+        rendered = await renderer.render(job.id, output, query)
     except ValueError as e:
         raise InvalidOption(str(e)) from e
     filename = f"{job.id}-{output}{rendered.suffix}"
@@ -143,14 +142,14 @@ def weights(job: JobDep, storage: StorageDep) -> Response:
 
 
 @router.post("/query", responses=ERRORS, summary="The model's values and experts at coordinates")
-def query(job: JobDep, body: QueryCreate, renderer: RendererDep,
-          settings: SettingsDep) -> QueryPublic:
+async def query(job: JobDep, body: QueryCreate, renderer: RendererDep,
+                settings: SettingsDep) -> QueryPublic:
     require_succeeded(job)
     if len(body.coords) > settings.max_query_points:
         raise OverLimit(f"{len(body.coords):,} points is over the cap of "
                         f"{settings.max_query_points:,} (NEXP_MAX_QUERY_POINTS)")
-    in_dim = renderer.load(job.id).model.config.in_dim
+    in_dim = (await renderer.load(job.id)).model.config.in_dim
     if any(len(point) != in_dim for point in body.coords):
         raise InvalidOption(f"{job.kind} models take {in_dim} coordinates per point")
-    values, ids = renderer.query(job.id, torch.tensor(body.coords, dtype=torch.float32))
-    return QueryPublic(values=values.tolist(), experts=ids.tolist())
+    values, ids = await renderer.query(job.id, body.coords)
+    return QueryPublic(values=values, experts=ids)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +104,25 @@ def test_a_mesh_is_fitted_and_served(client: httpx.Client, spot: Path) -> None:
         (b"v ", b"#"))
     assert get(client, job, "mesh", resolution=16, format="glb").content[:4] == b"glTF"
 
+    polls = polls_during(client, job, lambda c: get(c, job, "mesh", resolution=32, experts="true"))
+    assert polls >= 3, "polls waited for a render"
+
     assert_problem(client.get(job["urls"]["mesh"], params={"resolution": 33}), 422, "over_limit")
     assert_problem(client.get(f"/v1/jobs/{job['id']}/reconstruction"), 422,
                    "output_not_available")
+
+
+def polls_during(client: httpx.Client, job: dict[str, Any],
+                 request: Callable[[httpx.Client], object]) -> int:
+    """How many job polls were answered while `request` (a slow render) was in flight."""
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=client.base_url) as other:
+        pending = pool.submit(request, other)
+        polls = 0
+        while not pending.done():
+            assert client.get(job["urls"]["self"]).status_code == 200
+            polls += 1
+        pending.result()
+    return polls
 
 
 def test_events_stream_progress_then_the_final_status(client: httpx.Client,
