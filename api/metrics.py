@@ -18,7 +18,6 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker import jobs
-from worker.celery_app import FIT_QUEUE
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,8 @@ class JobsCollector(Collector):
         yield by_status
         try:
             with self.celery.connection_for_read() as conn:
-                depth = conn.default_channel.queue_declare(FIT_QUEUE).message_count
+                queue = self.celery.conf.task_default_queue
+                depth = conn.default_channel.queue_declare(queue).message_count
         except Exception:  # a scrape must not fail because the broker is away: readyz says so
             log.warning("queue depth unavailable", exc_info=True)
             return

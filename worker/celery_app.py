@@ -15,7 +15,6 @@ from worker.context import prepare_database, reset_after_fork
 from worker.settings import Settings, get_settings
 
 FIT_TASK = "nexp.fit_job"
-FIT_QUEUE = "nexp.fit"
 VISIBILITY_MARGIN_S = 600  # on top of the hard time limit: a live job is never handed out twice
 PUBLISH_TIMEOUT_S = 3.0  # POST /v1/jobs answers 503 this soon when the broker is down
 EMBEDDED_POLL_S = 0.5  # the filesystem transport polls its folder: a job starts within this
@@ -57,7 +56,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "broker_connection_timeout": PUBLISH_TIMEOUT_S,
         "broker_connection_retry_on_startup": True,  # a worker waits for a broker still starting
-        "task_default_queue": FIT_QUEUE,
+        "task_default_queue": settings.queue,
         # JSON only: a message is never unpickled.
         "task_serializer": "json",
         "accept_content": ["json"],

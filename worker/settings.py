@@ -4,6 +4,7 @@ Every field is set by an environment variable named NEXP_ + the field name in ca
 the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
 
     NEXP_DATA_DIR             ./var   root of everything the service writes on this machine
+    NEXP_QUEUE                nexp.fit the broker queue this service's API and workers share
     NEXP_BROKER_URL           ""      Celery broker; empty = embedded kombu filesystem transport
                                       under $NEXP_DATA_DIR/broker; redis://host:6379/0 for many
     NEXP_DATABASE_URL         ""      SQLAlchemy URL; empty = SQLite at $NEXP_DATA_DIR/jobs.sqlite3;
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("var")
     broker_url: str = ""
+    queue: str = Field("nexp.fit", min_length=1)
     database_url: str = ""
     storage_dir: Path | None = None
     storage_url: str = ""

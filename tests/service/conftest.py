@@ -7,6 +7,7 @@ the session's one (tests/conftest.py), so each signal shape pretrains once per r
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +37,12 @@ CAPS = {
 
 
 def redis_db(db: int) -> str:
-    """The URL of an emptied Redis database: one per service, so workers never share a queue."""
+    """The URL of a Redis database, once Redis answers. Services on one database stay apart by
+    their queues (service_env): other test runs on this machine may be using it right now."""
     url = f"{REDIS}/{db}"
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
-        client.flushdb()
+        client.ping()
     except redis.ConnectionError as e:
         pytest.fail(f"Redis at {REDIS} is not answering ({e}); scripts/ensure-services.sh starts it")
     finally:
@@ -50,6 +52,7 @@ def redis_db(db: int) -> str:
 
 def service_env(data: Path, pretrain_cache: Path, **overrides: str) -> dict[str, str]:
     return {
+        "NEXP_QUEUE": f"nexp.test.{uuid.uuid4().hex}",  # this service's workers, no other's
         "NEXP_DATA_DIR": str(data),
         "NEXP_CACHE_DIR": str(pretrain_cache),
         "NEXP_DEVICE": "cpu",
@@ -69,6 +72,16 @@ def started(service: Service) -> Iterator[Service]:
         yield service
     finally:
         service.stop_all()
+        forget_queue(service.env)
+
+
+def forget_queue(env: dict[str, str]) -> None:
+    """Drop what is left of the service's queue (redelivery retries) from Redis."""
+    if env.get("NEXP_BROKER_URL", "").startswith("redis://"):
+        client = redis.Redis.from_url(env["NEXP_BROKER_URL"])
+        queue = env["NEXP_QUEUE"]
+        client.delete(queue, f"_kombu.binding.{queue}")
+        client.close()
 
 
 @pytest.fixture(scope="session")
