@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from bench import audio, quality, sdf, speed
 from bench.report import Section, save
 from model.signals import load_signal
@@ -60,6 +62,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    torch.set_num_threads(args.threads)
     for name in args.sections or list(SECTIONS):
         print(f"\n## {name}\n", flush=True)
         section = SECTIONS[name](args)

@@ -71,7 +71,6 @@ def _compile_seconds(step: Callable[[], object]) -> tuple[float, float]:
 
 def run(args: argparse.Namespace, signal: ImageSignal) -> Section:
     section = Section("speed")
-    torch.set_num_threads(args.threads)
     batch = Batch(signal.grid.coords(), signal.pixels)
     n = batch.coords.shape[0]
     config = model_config("neural-experts", "image", 2, 3)

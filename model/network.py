@@ -74,9 +74,10 @@ def init_weight_(weight: Tensor, fan_in: int, first: bool, act: Activation) -> N
 #
 # Autograd's own backward of sin(addmm(b, x, W, alpha=s, beta=s)) recomputes cos(z), multiplies
 # it in, then scales the gradient by beta (for the bias) and the input gradient by alpha: four
-# full passes over every (N, width) activation, which the profiler put at about half of a
-# training step. `_SineAffine` keeps cos(z) from the forward (in z's own buffer) and folds the
-# scale into the backward GEMMs' alpha, leaving one multiply and one bias reduction per layer.
+# full passes over every (N, width) activation. Profiled on the paper's image model, those
+# multiplies, cos and sums took a third of a training step (mul alone 22%). `_SineAffine` keeps
+# cos(z) from the forward (in z's own buffer) and puts the scale on the small weight in the
+# backward GEMMs, leaving one multiply and one bias reduction per layer.
 # Weights are (in, out) or stacked (K, in, out); inputs (N, in), (K, N, in), or (N, in) shared
 # by K stacked weights (the experts' first layer).
 
@@ -85,10 +86,21 @@ def _affine(x: Tensor, weight: Tensor, bias: Tensor, scale: float) -> Tensor:
     """scale * (x @ W + b) as one GEMM: (N, out) for a 2-D weight, (K, N, out) for a stacked one."""
     if weight.dim() == 2:
         return torch.addmm(bias, x, weight, beta=scale, alpha=scale)
+    if x.dim() == 2 and not _tracks_grad(x, weight, bias):
+        # A shared input: K GEMMs into one buffer ran at GEMM peak (6.3 ms for 4096 rows, K = 4),
+        # where baddbmm on a stride-0 expand copies it first (7.2 ms). out= has no autograd, so
+        # the expand stays for the differentiable case.
+        out = x.new_empty(weight.shape[0], x.shape[0], weight.shape[2])
+        for k in range(weight.shape[0]):
+            torch.addmm(bias[k, 0], x, weight[k], beta=scale, alpha=scale, out=out[k])
+        return out
     if x.dim() == 2:
-        # The stride-0 expand measured faster than K addmm calls or one wide GEMM + permute copy.
         x = x.expand(weight.shape[0], *x.shape)
     return torch.baddbmm(bias, x, weight, beta=scale, alpha=scale)
+
+
+def _tracks_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _affine_grad_input(g: Tensor, weight: Tensor, shared: bool, scale: float) -> Tensor:
@@ -141,9 +153,7 @@ class _SineAffine(torch.autograd.Function):
 
 def _activated(x: Tensor, weight: Tensor, bias: Tensor, scale: float, act: Activation) -> Tensor:
     """act(scale * (x @ W + b)) by the cheapest path for whether gradients are needed."""
-    needs_grad = torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or bias.requires_grad
-    )
+    needs_grad = _tracks_grad(x, weight, bias)
     # Under torch.compile the plain ops are better: inductor fuses sin, cos and the scales itself
     # (a step measured 3% faster, and compiled in 8 s instead of 20 s, than through _SineAffine).
     if needs_grad and act.fused and not torch.compiler.is_compiling():
@@ -296,6 +306,7 @@ CPU_BATCH_ROWS = 4096
 """Rows per GEMM run on a CPU, for rendering chunks and training micro-batches: a (N, 128) x
 (128, 128) GEMM ran at 85 GFLOPS per core with N = 4096 against 67 with N = 16384 here (2-core
 EPYC), and the activations of 4096 rows stay in the 2 MB L2 (bench/RESULTS.md)."""
+GPU_RENDER_CHUNK = 1 << 18  # a GPU wants big launches; dense activations of the largest preset ~0.5 GB
 
 
 class NeuralExperts(nn.Module):
@@ -353,9 +364,10 @@ class NeuralExperts(nn.Module):
         return values, logits
 
     @torch.inference_mode()
-    def predict_dense(self, x: Tensor, chunk: int = CPU_BATCH_ROWS) -> tuple[Tensor, Tensor]:
+    def predict_dense(self, x: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor]:
         """Argmax output through the dense path: (values (N, out_dim), expert ids (N,))."""
         self._check_coordinates(x)
+        chunk = chunk or _render_chunk(x)
         values = x.new_empty(x.shape[0], self.config.out_dim)
         ids = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
         for start in range(0, x.shape[0], chunk):
@@ -368,12 +380,14 @@ class NeuralExperts(nn.Module):
         return values, ids
 
     @torch.inference_mode()
-    def predict(self, x: Tensor, chunk: int = CPU_BATCH_ROWS) -> tuple[Tensor, Tensor]:
-        """Routed inference: each point runs only its argmax expert; memory bounded by `chunk`.
+    def predict(self, x: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor]:
+        """Routed inference: each point runs only its argmax expert; memory bounded by `chunk`
+        points (default: CPU_BATCH_ROWS on a CPU, GPU_RENDER_CHUNK on a GPU).
 
         x: (N, in_dim) -> (values (N, out_dim), expert ids (N,)). Same result as predict_dense.
         """
         self._check_coordinates(x)
+        chunk = chunk or _render_chunk(x)
         values = x.new_empty(x.shape[0], self.config.out_dim)
         ids = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
         for start in range(0, x.shape[0], chunk):
@@ -427,6 +441,10 @@ class NeuralExperts(nn.Module):
         experts = list(self.experts.parameters())
         ids = {id(p) for p in experts}
         return experts, [p for p in self.parameters() if id(p) not in ids]
+
+
+def _render_chunk(x: Tensor) -> int:
+    return CPU_BATCH_ROWS if x.device.type == "cpu" else GPU_RENDER_CHUNK
 
 
 def _argmax_ids(logits: Tensor | None, n: int, device: torch.device) -> Tensor:
