@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event, make_url
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.schema import CreateColumn
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # the API and a worker write at once: wait for the lock, not fail
 
@@ -38,9 +39,31 @@ def make_sessions(engine: Engine) -> sessionmaker[Session]:
 
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """Create missing tables. The API and a worker may start together on a fresh database: the
-    loser of that race sees a duplicate-table error, and a second pass finds the tables there."""
+    """Create missing tables and columns. The API and a worker may start together on a fresh
+    database: the loser of that race sees a duplicate-table error, and a second pass finds the
+    tables there."""
     try:
         metadata.create_all(engine)
+        add_missing_columns(engine, metadata)
     except DatabaseError:
         metadata.create_all(engine)
+        add_missing_columns(engine, metadata)
+
+
+def add_missing_columns(engine: Engine, metadata: MetaData) -> None:
+    """ALTER TABLE ADD the columns (and their indexes) declared since a table was created:
+    create_all makes missing tables only. Such columns are nullable or have a server default,
+    so the rows already there get a value."""
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = {column.name for column in table.columns} - present
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for name in sorted(missing):
+                ddl = CreateColumn(table.columns[name]).compile(dialect=engine.dialect)
+                connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+            for index in table.indexes:
+                if missing & {column.name for column in index.columns}:
+                    index.create(connection)

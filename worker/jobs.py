@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, DateTime, Dialect, String, func, select, update
+from sqlalchemy import JSON, BigInteger, ColumnElement, DateTime, Dialect, String, func, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -23,9 +23,14 @@ class Status(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+    DELETING = "deleting"
+    """Expired, its artifacts being removed (worker.retention): hidden from every API read."""
 
 
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
+# Deleting is terminal too: no worker may start or finish such a job.
+TERMINAL = FINISHED | {Status.DELETING}
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
 
 
 def utcnow() -> datetime:
@@ -72,6 +77,10 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)
+    """The API key (worker.keys) that created the job; None when auth is off."""
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Bytes of its artifacts (input, then checkpoint), for the stored-bytes quota."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -98,9 +107,25 @@ def by_idempotency_key(session: Session, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.idempotency_key == key))
 
 
-def page(session: Session, status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
-    """Newest first, with the total count under the same filter."""
-    where = [] if status is None else [Job.status == status]
+def owned_by(owner: str | None) -> ColumnElement[bool]:
+    """The jobs of one API key; None is the anonymous owner of jobs made while auth is off."""
+    return Job.owner.is_(None) if owner is None else Job.owner == owner
+
+
+def visible(session: Session, job_id: str, owner: str | None) -> Job | None:
+    """The job as its owner may see it: another key's job, or one being deleted, is None."""
+    return session.scalar(
+        select(Job).where(Job.id == job_id, owned_by(owner), Job.status != Status.DELETING)
+        .execution_options(populate_existing=True)
+    )
+
+
+def page(session: Session, status: str | None, limit: int, offset: int,
+         owner: str | None = None) -> tuple[list[Job], int]:
+    """`owner`'s jobs, newest first, with the total count under the same filter."""
+    where = [owned_by(owner), Job.status != Status.DELETING]
+    if status is not None:
+        where.append(Job.status == status)
     total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     rows = session.scalars(
         select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
@@ -112,6 +137,41 @@ def page(session: Session, status: str | None, limit: int, offset: int) -> tuple
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
     return {status: count for status, count in rows.tuples()}
+
+
+def queued(session: Session) -> int:
+    """Jobs waiting for a worker, of every owner: the queue's depth, whatever the broker."""
+    return session.scalar(select(func.count()).where(Job.status == Status.QUEUED)) or 0
+
+
+def active(session: Session, owner: str | None) -> int:
+    """`owner`'s jobs queued or running."""
+    return session.scalar(select(func.count()).where(owned_by(owner), Job.status.in_(ACTIVE))) or 0
+
+
+def stored_bytes(session: Session, owner: str | None) -> int:
+    """Bytes `owner`'s jobs keep in storage, the expiring ones included until they are gone."""
+    total = select(func.coalesce(func.sum(Job.stored_bytes), 0)).where(owned_by(owner))
+    return session.scalar(total) or 0
+
+
+def add_stored_bytes(session: Session, job_id: str, size: int) -> None:
+    session.execute(update(Job).where(Job.id == job_id)
+                    .values(stored_bytes=Job.stored_bytes + size)
+                    .execution_options(synchronize_session=False))
+    session.commit()
+
+
+def mark_deleting(session: Session, finished_before: datetime) -> None:
+    """Hide every job that finished before the cutoff, in one transaction (worker.retention)."""
+    session.execute(update(Job).where(Job.status.in_(FINISHED), Job.finished_at < finished_before)
+                    .values(status=Status.DELETING, updated_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    session.commit()
+
+
+def deleting(session: Session) -> list[str]:
+    return list(session.scalars(select(Job.id).where(Job.status == Status.DELETING)))
 
 
 def delete(session: Session, job_id: str) -> None:
