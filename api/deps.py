@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from api.errors import JobNotFound
 from api.rendering import Renderer
 from api.services import Services
-from worker import jobs
+from worker import jobs, logs
 from worker.settings import Settings, get_settings
 from worker.storage import Storage
 
@@ -66,6 +66,7 @@ RendererDep = Annotated[Renderer, Depends(get_renderer)]
 
 
 def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> jobs.Job:
+    logs.bind_job(job_id)  # the request's log lines are about this job
     job = jobs.get(session, job_id)
     if job is None:
         raise JobNotFound(f"no job {job_id!r}")

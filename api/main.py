@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from api import errors
 from api.metrics import JobsCollector, RequestMetrics
-from api.middleware import BodySizeLimit
+from api.middleware import BodySizeLimit, RequestId
 from api.routes import health, jobs, outputs, page
 from api.services import Services
 from worker.celery_app import publish_fit
+from worker.logs import configure_logging
 from worker.recovery import recover_stale_jobs
 from worker.settings import get_settings
 
@@ -75,6 +76,8 @@ def add_problem_schema(app: FastAPI) -> None:
 
 
 def create_app() -> FastAPI:
+    # JSON log lines from here on: uvicorn imports the app before it logs its first line.
+    configure_logging(get_settings().log_level)
     app = FastAPI(title="Neural Experts", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     app.state.registry = CollectorRegistry()
@@ -85,6 +88,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimit,
                        max_bytes=lambda: app.state.services.ctx.settings.max_upload_bytes)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
+    app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id
     add_problem_schema(app)
     return app
 

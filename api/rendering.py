@@ -106,12 +106,14 @@ class Renderer:
     async def render(self, job_id: str, output: str, query: dict[str, Any]) -> Rendered:
         """kinds()[kind].outputs[output](model, meta, **query); raises ValueError on bad query."""
         key = (job_id, output, tuple(sorted(query.items())))
-        rendered = self._outputs.get(key)
-        if rendered is None:
-            loaded = await self.load(job_id)
-            renderer = kinds()[loaded.config["kind"]].outputs[output]
-            rendered = await self._off_loop(lambda: renderer(loaded.model, loaded.meta, **query))
-            self._outputs.put(key, rendered)
+        cached = self._outputs.get(key)
+        if cached is not None:
+            return cached
+        loaded = await self.load(job_id)
+        renderer = kinds()[loaded.config["kind"]].outputs[output]
+        rendered: Rendered = await self._off_loop(lambda: renderer(loaded.model, loaded.meta,
+                                                                   **query))
+        self._outputs.put(key, rendered)
         return rendered
 
     async def query(self, job_id: str, coords: list[list[float]]) -> tuple[list[Any], list[int]]:

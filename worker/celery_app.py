@@ -6,15 +6,18 @@ Long training jobs need different settings from Celery's defaults, each for a re
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init
 
+from worker import logs
 from worker.context import prepare_database, reset_after_fork
 from worker.settings import Settings, get_settings
 
 FIT_TASK = "nexp.fit_job"
+REQUEST_ID_HEADER = "nexp_request_id"  # the id of the request that queued a job, for its logs
 VISIBILITY_MARGIN_S = 600  # on top of the hard time limit: a live job is never handed out twice
 PUBLISH_TIMEOUT_S = 3.0  # POST /v1/jobs answers 503 this soon when the broker is down
 EMBEDDED_POLL_S = 0.5  # the filesystem transport polls its folder: a job starts within this
@@ -97,6 +100,19 @@ def _prepare(**_: object) -> None:
     prepare_database(settings)
 
 
+@celeryd_init.connect
+def _json_logs_early(options: dict[str, Any], **_: object) -> None:
+    """Before the worker's first warning (the one for running as root, say)."""
+    logs.configure_logging(options.get("loglevel") or logging.INFO)
+
+
+@setup_logging.connect
+def _json_logs(loglevel: int | None = None, **_: object) -> None:
+    """With a receiver connected, Celery configures no logging of its own: its lines, the tasks'
+    and the libraries' are all JSON (worker.logs)."""
+    logs.configure_logging(loglevel or logging.INFO)
+
+
 @worker_process_init.connect
 def _child_started(**_: object) -> None:
     reset_after_fork()
@@ -106,5 +122,6 @@ def publish_fit(celery: Celery, job_id: str) -> None:
     """Queue one delivery of a job. Raises kombu's OperationalError when the broker is away."""
     celery.send_task(
         FIT_TASK, args=[job_id], retry=True,
+        headers={REQUEST_ID_HEADER: logs.current().request_id},  # the API request's, if any
         retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
     )

@@ -8,6 +8,7 @@ workers keep dying (an input that OOM-kills every worker must not loop forever).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import os
@@ -195,7 +196,9 @@ class Watchdog:
         self._unsent: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watchdog-{job_id}", daemon=True)
+        # In a copy of the job's context, so the watchdog's log lines carry the job's ids too.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                        name=f"watchdog-{job_id}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()

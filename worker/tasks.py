@@ -7,9 +7,10 @@ from typing import Any
 from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_postrun, task_prerun
 
-from worker import jobs
-from worker.celery_app import FIT_TASK, app
+from worker import jobs, logs
+from worker.celery_app import FIT_TASK, REQUEST_ID_HEADER, app
 from worker.context import context
 from worker.runner import Busy, run_job, time_limit_error
 
@@ -33,3 +34,16 @@ def fit_job(self: FitTask, job_id: str) -> None:
         run_job(job_id, context())
     except Busy as busy:
         raise self.retry(countdown=busy.retry_in_s, max_retries=None) from busy
+
+
+@task_prerun.connect
+def _tag_logs(task: Task, args: tuple[Any, ...], **_: object) -> None:
+    """From here to postrun (Celery's own "succeeded" line included), a job's lines carry its id
+    and the id of the request that created it."""
+    if task.name == FIT_TASK:
+        logs.begin(getattr(task.request, REQUEST_ID_HEADER, None), args[0])
+
+
+@task_postrun.connect
+def _untag_logs(**_: object) -> None:
+    logs.begin()

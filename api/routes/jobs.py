@@ -19,7 +19,7 @@ from api.errors import BrokerUnavailable, IdempotencyKeyReused, JobFinished, NoF
 from api.schemas import JobCreate, JobPublic, JobsPublic, job_public
 from api.services import Services
 from api.uploads import Spooled, spool, validate
-from worker import jobs
+from worker import jobs, logs
 from worker.celery_app import publish_fit
 from worker.jobs import Job, Status
 from worker.storage import Storage, input_key, job_prefix
@@ -72,6 +72,7 @@ def submit(upload: Spooled, kind: str, options: JobCreate, idempotency_key: str 
            fingerprint: str, session: Session, storage: Storage, celery: Celery) -> Job:
     """Store the input, record the job, queue it: all three, or (on a failure) none."""
     job_id = jobs.new_job_id()
+    logs.bind_job(job_id)
     job = Job(id=job_id, kind=kind, status=Status.QUEUED, filename=upload.filename,
               input_key=input_key(job_id, upload.path.suffix), options=options.model_dump(),
               idempotency_key=idempotency_key, request_hash=fingerprint)

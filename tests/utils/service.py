@@ -81,7 +81,8 @@ class Service:
 
     def start_worker(self) -> None:
         ready = self.logs_from_now("worker", b" ready.")
-        self.spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        # -q: no start-up banner on stdout, so every line the worker writes is a JSON log line.
+        self.spawn("worker", [sys.executable, "-m", "celery", "-q", "-A", "worker.celery_app", "worker",
                               "--loglevel=INFO", "--without-gossip", "--without-mingle"])
         self.wait_until(ready, "the worker to be ready")
 
