@@ -108,11 +108,11 @@ def attempt_alive(job: Job, stale_after_s: float) -> bool:
     if host != socket.gethostname():
         return True  # another machine's process: only its heartbeat can tell
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, as another user's
     return True
 
 
