@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.service.conftest import service_env
-from tests.utils.service import Service, free_port, submit, wait_status
+from tests.utils.service import Service, free_port, submit, wait_for, wait_status
 
 
 def children(pid: int) -> list[int]:
@@ -42,14 +42,19 @@ def test_make_run_serves_a_fit_and_stops_cleanly(tmp_path: Path, pretrain_cache:
             job = submit(client, kodak_crop, steps=10)
             assert wait_status(client, job["id"], "succeeded", "failed")["status"] == "succeeded"
             image = client.get(job["urls"]["reconstruction"]).content
-        interrupt(service, launcher)
+            training = submit(client, kodak_crop, steps=60)
+            wait_for(client, training["id"], lambda j: (j["progress"] or {}).get("step", 0) > 0,
+                     "training")
+        interrupt(service, launcher)  # in the middle of a fit
         assert (tmp_path / "broker").is_dir() and (tmp_path / "jobs.sqlite3").is_file()
 
-        # A restart loses no job and no artifact.
+        # A restart loses no job and no artifact, and finishes the interrupted fit.
         launcher = launch(service)
         with service.client() as client:
             assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
             assert client.get(job["urls"]["reconstruction"]).content == image
+            resumed = wait_status(client, training["id"], "succeeded", "failed", "canceled")
+            assert resumed["status"] == "succeeded" and resumed["attempts"] == 2, resumed
         interrupt(service, launcher)
     finally:
         service.stop_all()
