@@ -4,10 +4,14 @@ With no NEXP_BROKER_URL and no NEXP_DATABASE_URL it needs no server at all: the 
 filesystem transport and the job table SQLite, both under NEXP_DATA_DIR. Ctrl-C or SIGTERM stops
 uvicorn (open requests finish), then the worker. A job that was training is delivered again when
 the service next starts.
+
+With no API key (`nexp keys create`) auth is off, so it serves 127.0.0.1 only: another NEXP_HOST
+is refused. The retention sweep runs in the API process (api.main), so no Celery beat is needed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 import subprocess
@@ -15,10 +19,42 @@ import sys
 from types import FrameType
 
 import uvicorn
+from sqlalchemy.orm import Session
 
-from worker.settings import get_settings
+from worker import keys
+from worker.context import prepare_database
+from worker.db import make_engine
+from worker.settings import Settings, get_settings
 
 WORKER_STOP_TIMEOUT_S = 30
+
+
+def auth_on(settings: Settings) -> bool:
+    if settings.require_keys:
+        return True
+    prepare_database(settings)
+    engine = make_engine(settings.database)
+    try:
+        with Session(engine) as session:
+            return keys.configured(session)
+    finally:
+        engine.dispose()
+
+
+def loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def bind_refusal(host: str, auth: bool) -> str | None:
+    """Why the service must not listen on `host`, or None when it may."""
+    if auth or loopback(host):
+        return None
+    return (f"error: refusing to listen on {host} (NEXP_HOST) without API keys: anyone who can "
+            "reach it could use this service. Create a key first (nexp keys create --name NAME) "
+            "or set NEXP_REQUIRE_KEYS=true; or leave NEXP_HOST unset to serve 127.0.0.1 only.")
 
 
 class Shutdown(Exception):
@@ -62,6 +98,14 @@ class EmbeddedService(uvicorn.Server):
 
 def main() -> int:
     settings = get_settings()
+    auth = auth_on(settings)
+    refusal = bind_refusal(settings.host, auth)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    if not auth:
+        print(f"No API keys: auth is off and the service listens on {settings.host} only, for "
+              "this machine's users (nexp keys create --name NAME turns auth on)", flush=True)
     # uvicorn handles these while it serves and raises them again once it has stopped.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _shutdown)

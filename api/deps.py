@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session
 
@@ -14,6 +15,7 @@ from api.errors import JobNotFound
 from api.rendering import Renderer
 from api.services import Services
 from worker import jobs, logs
+from worker.quotas import Quotas
 from worker.settings import Settings, get_settings
 from worker.storage import Storage
 
@@ -65,9 +67,31 @@ def get_renderer(services: ServicesDep) -> Renderer:
 RendererDep = Annotated[Renderer, Depends(get_renderer)]
 
 
-def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> jobs.Job:
+def get_quotas(services: ServicesDep) -> Quotas:
+    return services.quotas
+
+
+QuotasDep = Annotated[Quotas, Depends(get_quotas)]
+
+# Only documents the scheme (the padlock in /docs): api.auth checks keys before the body is read.
+BEARER = HTTPBearer(auto_error=False, description="An API key made by `nexp keys create`.")
+
+
+def get_owner(request: Request,
+              _documented: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]) -> str | None:
+    """The request's API key id, from api.auth; None while auth is off (no keys)."""
+    owner: str | None = request.state.owner  # no auth middleware: AttributeError, a 500, not open
+    return owner
+
+
+OwnerDep = Annotated[str | None, Depends(get_owner)]
+
+
+def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep,
+            owner: OwnerDep) -> jobs.Job:
     logs.bind_job(job_id)  # the request's log lines are about this job
-    job = jobs.get(session, job_id)
+    # Another key's job is "no such job" too: its existence is none of this key's business.
+    job = jobs.visible(session, job_id, owner)
     if job is None:
         raise JobNotFound(f"no job {job_id!r}")
     return job

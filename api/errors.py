@@ -116,6 +116,24 @@ class NotReady(ApiError):
     status, code, title = 503, "not_ready", "A dependency of the service is not reachable"
 
 
+class MissingApiKey(ApiError):
+    status, code, title = 401, "missing_api_key", "An API key is required"
+
+
+class InvalidApiKey(ApiError):
+    status, code, title = 401, "invalid_api_key", "The API key is not valid"
+
+
+class QuotaExceeded(ApiError):
+    """The problem body names the `quota` and its `limit`; Retry-After says when to retry."""
+
+    status, code, title = 429, "quota_exceeded", "A quota of this API key is used up"
+
+
+class QueueFull(ApiError):
+    status, code, title = 503, "queue_full", "Too many jobs are waiting for a worker"
+
+
 # Codes for errors FastAPI and Starlette raise themselves.
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
               406: "not_acceptable", 413: "body_too_large", 415: "unsupported_media_type"}
@@ -168,10 +186,13 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 DESCRIPTIONS = {
     400: "Bad request (`no_file`)",
+    401: "No API key, or not a valid one (`missing_api_key`, `invalid_api_key`)",
     404: "Unknown job (`job_not_found`)",
     409: "The job is in the wrong state (`job_not_ready`, `job_active`, `job_finished`)",
     413: "Too large: the body (`body_too_large`) or the signal (`too_large`, `too_long`...)",
     415: "Unknown or mislabelled content (`unsupported_type`, `content_type_mismatch`)",
     422: "Invalid content or options (`undecodable`, `invalid_option`, `over_limit`...)",
-    503: "A dependency is down (`broker_unavailable`, `not_ready`)",
+    429: "A quota of the API key is used up (`quota_exceeded`); see Retry-After",
+    503: "A dependency is down or the queue is full (`broker_unavailable`, `not_ready`, "
+         "`queue_full`); see Retry-After",
 }

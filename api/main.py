@@ -17,20 +17,24 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 
 from api import errors
+from api.auth import ApiKeyAuth
 from api.metrics import JobsCollector, RequestMetrics
 from api.middleware import BodySizeLimit, RequestId
 from api.routes import health, jobs, outputs, page
 from api.services import Services
+from worker import keys
 from worker.celery_app import publish_fit
 from worker.logs import configure_logging
 from worker.recovery import recover_stale_jobs
+from worker.retention import expire_jobs
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """Fit Neural Experts (mixture-of-experts implicit neural representations) to an
 image, an audio clip or a 3D shape, follow the training, and query the fitted model.
-Every error is `application/problem+json` with a machine-readable `code`."""
+Every error is `application/problem+json` with a machine-readable `code`. Once API keys exist
+(`nexp keys create`), every /v1 request sends one as `Authorization: Bearer <key>`."""
 
 
 async def recover_forever(services: Services) -> None:
@@ -46,6 +50,29 @@ async def recover_forever(services: Services) -> None:
         await asyncio.sleep(services.ctx.settings.stale_after_s / 2)
 
 
+async def expire_forever(services: Services) -> None:
+    """Delete jobs past NEXP_RETENTION_S. Here rather than in Celery beat: it needs no singleton
+    process, never waits behind a long fit for the worker's one slot, and every replica may run
+    it at once (worker.retention says why that is safe)."""
+    while True:
+        try:
+            expired = await run_in_threadpool(expire_jobs, services.ctx)
+            for job_id in expired:
+                services.renderer.forget(job_id)
+            if expired:
+                log.info("deleted expired jobs: %s", ", ".join(expired))
+        except Exception:  # the database or storage is away: the next sweep finishes the work
+            log.exception("retention sweep failed")
+        await asyncio.sleep(services.ctx.settings.retention_sweep_s)
+
+
+def warn_if_open(services: Services) -> None:
+    with services.ctx.sessions() as session:
+        if not (services.ctx.settings.require_keys or keys.configured(session)):
+            log.warning("no API keys: /v1 is open to anyone who can reach this server "
+                        "(`nexp keys create --name NAME` turns auth on)")
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.dependency_overrides.get(get_settings, get_settings)()
@@ -53,11 +80,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.services = services
     collector = JobsCollector(services.ctx, services.celery)
     app.state.registry.register(collector)
-    recovery = asyncio.create_task(recover_forever(services))
+    await run_in_threadpool(warn_if_open, services)
+    tasks = [asyncio.create_task(recover_forever(services))]
+    if settings.retention_s:
+        tasks.append(asyncio.create_task(expire_forever(services)))
     try:
         yield
     finally:
-        recovery.cancel()
+        for task in tasks:
+            task.cancel()
         app.state.registry.unregister(collector)
         services.close()
 
@@ -82,11 +113,15 @@ def create_app() -> FastAPI:
                   lifespan=lifespan)
     app.state.registry = CollectorRegistry()
     errors.install(app)
-    for module in (jobs, outputs, health, page):
+    for module in (jobs, outputs):  # /v1: api.auth asks for a key
+        app.include_router(module.router, responses=errors.problems(401))
+    for module in (health, page):
         app.include_router(module.router)
-    # The last middleware added runs first: metrics see every answer, the 413s included.
+    # The last middleware added runs first: metrics see every answer, the 401s and 413s included,
+    # and a request without a valid key is refused before its body is read.
     app.add_middleware(BodySizeLimit,
                        max_bytes=lambda: app.state.services.ctx.settings.max_upload_bytes)
+    app.add_middleware(ApiKeyAuth, context=lambda: app.state.services.ctx)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id
     add_problem_schema(app)

@@ -9,6 +9,7 @@ from celery import Celery
 from api.rendering import Renderer
 from worker.celery_app import make_celery, prepare_broker
 from worker.context import Context, prepare_database, use_torch_threads
+from worker.quotas import Quotas, make_windows
 from worker.settings import Settings
 
 
@@ -17,6 +18,7 @@ class Services:
     ctx: Context
     celery: Celery
     renderer: Renderer
+    quotas: Quotas
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -24,8 +26,10 @@ class Services:
         prepare_database(settings)
         use_torch_threads(settings)
         ctx = Context.build(settings)
-        return cls(ctx, make_celery(settings), Renderer(ctx.storage, settings))
+        quotas = Quotas(settings, make_windows(settings, ctx.sessions))
+        return cls(ctx, make_celery(settings), Renderer(ctx.storage, settings), quotas)
 
     def close(self) -> None:
+        self.quotas.windows.close()
         self.celery.close()
         self.ctx.engine.dispose()

@@ -148,6 +148,10 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
         for name in (CONFIG, METRICS, WEIGHTS):  # weights last: their presence marks a whole set
             with (folder / "model" / name).open("rb") as f:
                 ctx.storage.put(checkpoint_key(job.id, name), f)
+        checkpoint_bytes = sum((folder / "model" / name).stat().st_size
+                               for name in (CONFIG, METRICS, WEIGHTS))
+    with ctx.sessions() as session:  # the stored-bytes quota (worker.quotas) counts it from now
+        jobs.add_stored_bytes(session, job.id, checkpoint_bytes)
     return result.metrics
 
 

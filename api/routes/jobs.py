@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -14,14 +15,33 @@ from kombu.exceptions import OperationalError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import CeleryDep, JobDep, RendererDep, ServicesDep, SessionDep, SettingsDep, StorageDep
-from api.errors import BrokerUnavailable, IdempotencyKeyReused, JobFinished, NoFile, problems
+from api.deps import (
+    CeleryDep,
+    JobDep,
+    OwnerDep,
+    QuotasDep,
+    RendererDep,
+    ServicesDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
+from api.errors import (
+    BrokerUnavailable,
+    IdempotencyKeyReused,
+    JobFinished,
+    NoFile,
+    QueueFull,
+    QuotaExceeded,
+    problems,
+)
 from api.schemas import JobCreate, JobPublic, JobsPublic, job_public
 from api.services import Services
 from api.uploads import Spooled, spool, validate
 from worker import jobs, logs
 from worker.celery_app import publish_fit
 from worker.jobs import Job, Status
+from worker.quotas import OverQuota, QueueTooDeep, Quotas
 from worker.storage import Storage, input_key, job_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -31,7 +51,7 @@ EVENTS_POLL_S = 0.5  # how often an event stream re-reads its job
 
 
 @router.post(
-    "", status_code=202, responses=problems(400, 413, 415, 422, 503),
+    "", status_code=202, responses=problems(400, 413, 415, 422, 429, 503),
     summary="Upload a signal and queue a fit",
 )
 def create_job(
@@ -41,6 +61,8 @@ def create_job(
     session: SessionDep,
     storage: StorageDep,
     celery: CeleryDep,
+    owner: OwnerDep,
+    quotas: QuotasDep,
     file: Annotated[UploadFile | None, File(
         description="The signal: an image (PNG, JPEG, WebP), audio (WAV, FLAC, OGG) or a 3D "
                     "shape. Its kind is detected from the content.")] = None,
@@ -53,11 +75,13 @@ def create_job(
     upload = spool(file, settings.scratch_dir)
     try:
         fingerprint = upload.fingerprint(options)
-        job = jobs.by_idempotency_key(session, idempotency_key) if idempotency_key else None
-        if job is None:
+        stored_key = scoped(idempotency_key, owner)
+        job = jobs.by_idempotency_key(session, stored_key) if stored_key else None
+        if job is None:  # a replay costs no quota: its job exists already
+            admit(quotas, session, owner, upload)
             kind = validate(upload, options, settings)
-            job = submit(upload, kind, options, idempotency_key, fingerprint, session, storage,
-                         celery)
+            job = submit(upload, kind, options, stored_key, fingerprint, owner, session,
+                         storage, celery)
     finally:
         upload.remove()
     if job.request_hash != fingerprint:
@@ -68,14 +92,38 @@ def create_job(
     return job_public(job)
 
 
+def scoped(idempotency_key: str | None, owner: str | None) -> str | None:
+    """The key as stored: each API key has keys of its own, so two clients choosing the same one
+    never see each other's job. Hashed to fit the column whatever the client sent."""
+    if idempotency_key is None or owner is None:
+        return idempotency_key
+    return f"{owner}/{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+
+def admit(quotas: Quotas, session: Session, owner: str | None, upload: Spooled) -> None:
+    """Refuse the job before anything is stored: 503 when the queue is full, 429 over a quota."""
+    try:
+        quotas.admit(session, owner, upload.path.stat().st_size)
+    except QueueTooDeep as e:
+        raise QueueFull(str(e), headers={"Retry-After": str(e.retry_after_s)}) from e
+    except OverQuota as e:
+        raise QuotaExceeded(e.detail, headers={"Retry-After": str(e.retry_after_s)},
+                            quota=e.quota, limit=e.limit) from e
+    except ConnectionError as e:  # the quota counters live beside the broker, in Redis
+        raise BrokerUnavailable(f"{e}; nothing was kept, try again later",
+                                headers={"Retry-After": "30"}) from e
+
+
 def submit(upload: Spooled, kind: str, options: JobCreate, idempotency_key: str | None,
-           fingerprint: str, session: Session, storage: Storage, celery: Celery) -> Job:
+           fingerprint: str, owner: str | None, session: Session, storage: Storage,
+           celery: Celery) -> Job:
     """Store the input, record the job, queue it: all three, or (on a failure) none."""
     job_id = jobs.new_job_id()
     logs.bind_job(job_id)
     job = Job(id=job_id, kind=kind, status=Status.QUEUED, filename=upload.filename,
               input_key=input_key(job_id, upload.path.suffix), options=options.model_dump(),
-              idempotency_key=idempotency_key, request_hash=fingerprint)
+              idempotency_key=idempotency_key, request_hash=fingerprint, owner=owner,
+              stored_bytes=upload.path.stat().st_size)
     with upload.path.open("rb") as f:
         storage.put(job.input_key, f)
     try:
@@ -103,11 +151,12 @@ def submit(upload: Spooled, kind: str, options: JobCreate, idempotency_key: str 
 @router.get("", responses=problems(422), summary="List jobs, newest first")
 def list_jobs(
     session: SessionDep,
+    owner: OwnerDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobsPublic:
-    rows, total = jobs.page(session, status, limit, offset)
+    rows, total = jobs.page(session, status, limit, offset, owner)
     return JobsPublic(items=[job_public(j) for j in rows], total=total, limit=limit, offset=offset)
 
 
@@ -144,7 +193,7 @@ async def job_events(job: JobDep, services: ServicesDep) -> AsyncIterator[Server
     ends after the final status, so a client need not poll."""
     last: JobPublic | None = None
     while True:
-        current = await run_in_threadpool(read_public, services, job.id)
+        current = await run_in_threadpool(read_public, services, job.id, job.owner)
         if current is None:
             return  # deleted meanwhile
         if current.progress is not None and (last is None or current.progress != last.progress):
@@ -157,7 +206,7 @@ async def job_events(job: JobDep, services: ServicesDep) -> AsyncIterator[Server
         await asyncio.sleep(EVENTS_POLL_S)
 
 
-def read_public(services: Services, job_id: str) -> JobPublic | None:
+def read_public(services: Services, job_id: str, owner: str | None) -> JobPublic | None:
     with services.ctx.sessions() as session:
-        job = jobs.get(session, job_id)
+        job = jobs.visible(session, job_id, owner)
         return None if job is None else job_public(job)

@@ -121,6 +121,8 @@ def test_a_job_is_fitted_and_its_checkpoint_stored(ctx: Context, kodak_crop: Pat
     folder = ctx.settings.artifacts_dir / checkpoint_prefix(job.id)
     _, config = load_checkpoint(folder)
     assert config["fit"]["steps"] == 3
+    # The stored-bytes quota counts the checkpoint (add_job's row did not count the input).
+    assert row.stored_bytes == sum(f.stat().st_size for f in folder.iterdir())
 
 
 def test_the_watchdog_reports_progress_and_relays_a_cancel(ctx: Context,
