@@ -184,6 +184,15 @@ def finite(values: dict[str, Any]) -> dict[str, Any]:
             for k, v in values.items()}
 
 
+def gpu_peak() -> dict[str, int]:
+    """This process's peak GPU memory so far (a fresh child per job: the job's), kept with the
+    progress for /metrics; the API's progress schema leaves it out."""
+    if not torch.cuda.is_initialized():
+        return {}
+    return {"gpu_peak_bytes": sum(torch.cuda.max_memory_allocated(i)
+                                   for i in range(torch.cuda.device_count()))}
+
+
 class Watchdog:
     """A thread beside the fit: every heartbeat it writes the latest progress and reads the
     cancel flag, so the fit loop's `should_stop` is a free in-memory check.
@@ -212,8 +221,9 @@ class Watchdog:
         self._thread.join()
 
     def report(self, progress: Progress) -> None:
+        state = finite(asdict(progress)) | gpu_peak()
         with self._lock:
-            self.latest = self._unsent = finite(asdict(progress))
+            self.latest = self._unsent = state
 
     def _run(self) -> None:
         canceled_at: float | None = None
