@@ -2,12 +2,10 @@
 // built from the service's problem+json body (RFC 9457) when there is one.
 
 export class ApiError extends Error {
-  constructor(title, { detail = "", status = 0, code = "" } = {}) {
+  constructor(title, detail = "") {
     super(detail && detail !== title ? `${title}: ${detail}` : title);
     this.title = title;
     this.detail = detail;
-    this.status = status;
-    this.code = code;
   }
 }
 
@@ -20,7 +18,7 @@ async function problem(response) {
   }
   const title = body?.title || response.statusText || `HTTP ${response.status}`;
   const detail = typeof body?.detail === "string" ? body.detail : "";
-  return new ApiError(title, { detail, status: response.status, code: body?.code || "" });
+  return new ApiError(title, detail);
 }
 
 async function request(path, options = {}) {

@@ -17,6 +17,7 @@ const metricOf = (name) => METRICS[name]
 const STAGES = { pretrain: "pretraining the manager", experts: "training experts only" };
 const POLL_MS = 4000; // job list refresh while some job is queued or running
 const PAGE_SIZE = 20;
+const MAX_LISTED = 100; // the API's largest page (GET /v1/jobs?limit=)
 
 const originals = new Map(); // job id -> object URL of the file this browser uploaded
 const state = {
@@ -189,7 +190,7 @@ function showStatus(job) {
   $("job-weights").href = api.jobUrl(job.id, "weights");
   $("training").hidden = !active && state.points.length === 0;
   jobError(job.status === "failed" && job.error
-    ? new api.ApiError(job.error.title, { detail: job.error.detail, code: job.error.code }) : null);
+    ? new api.ApiError(job.error.title, job.error.detail) : null);
   showMetrics(job.metrics);
 }
 
@@ -315,7 +316,7 @@ async function refreshJobs() {
     const page = await api.listJobs({ limit: state.listed, offset: 0 });
     $("jobs-list").replaceChildren(...page.items.map(jobRow));
     $("jobs-empty").hidden = page.items.length > 0;
-    $("jobs-more").hidden = page.items.length >= page.total;
+    $("jobs-more").hidden = page.items.length >= page.total || state.listed >= MAX_LISTED;
     showError($("jobs-error"), null);
     markSelected();
     if (page.items.some((job) => !api.TERMINAL.has(job.status))) {
@@ -334,7 +335,7 @@ $("job-cancel").addEventListener("click", () => cancel(state.job.id).catch(jobEr
 $("job-delete").addEventListener("click", () => remove(state.job.id).catch(jobError));
 $("jobs-refresh").addEventListener("click", refreshJobs);
 $("jobs-more").addEventListener("click", () => {
-  state.listed += PAGE_SIZE;
+  state.listed = Math.min(state.listed + PAGE_SIZE, MAX_LISTED);
   refreshJobs();
 });
 window.addEventListener("resize", () => state.job && drawCharts());
