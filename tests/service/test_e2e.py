@@ -115,7 +115,7 @@ def test_a_mesh_is_fitted_and_served(client: httpx.Client, spot: Path) -> None:
 def polls_during(client: httpx.Client, job: dict[str, Any],
                  request: Callable[[httpx.Client], object]) -> int:
     """How many job polls were answered while `request` (a slow render) was in flight."""
-    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=client.base_url) as other:
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=client.base_url, timeout=120) as other:
         pending = pool.submit(request, other)
         polls = 0
         while not pending.done():
