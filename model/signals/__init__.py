@@ -21,9 +21,9 @@ def kind_of(path: Path) -> SignalKind:
         with open(path, "rb") as f:
             head = f.read(SNIFF_BYTES)
     except OSError as e:
-        raise SignalError(f"cannot read {path}: {e.strerror}", "unreadable") from e
+        raise SignalError(f"cannot read {path.name}: {e.strerror}", "unreadable") from e
     if not head:
-        raise SignalError(f"{path} is empty", "empty_file")
+        raise SignalError(f"{path.name} is empty", "empty_file")
     for kind in kinds().values():
         if kind.sniff(head):
             return kind

@@ -61,7 +61,9 @@ def read_image(path: Path, protocol: str | None = None, max_pixels: int = MAX_PI
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, SignalError):
             raise
-        raise SignalError(f"{path.name}: not a readable image ({e})", "undecodable") from e
+        # PIL's messages name the whole path: keep only the file's name (it may reach a client).
+        reason = str(e).replace(str(path), path.name)
+        raise SignalError(f"{path.name}: not a readable image ({reason})", "undecodable") from e
     except Image.DecompressionBombError as e:
         raise SignalError(f"{path.name}: {e}", "too_large") from e
     if pixels.ndim == 2:

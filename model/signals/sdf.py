@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +153,6 @@ def level_set(volume: np.ndarray) -> trimesh.Trimesh | None:
 @dataclass
 class SdfSignal:
     surface: Tensor  # (N, 4) normalised surface points and their sdf 0, on the fit device
-    near: Tensor  # (P, 4) near-surface samples and sdf_gt
-    far: Tensor  # (P, 4) far samples and sdf_gt
     sdf_gt: SignedDistance  # on the CPU: scipy's KD-tree
     centre: tuple[float, float, float]
     scale: float
@@ -161,6 +160,7 @@ class SdfSignal:
     eval_resolution: int = EVAL_RESOLUTION
     chamfer_points: int = CHAMFER_POINTS
     trimap_band: float = TRIMAP_BAND
+    pool_size: int = POOL_SIZE
     grid: Grid = Grid((PRETRAIN_CELLS,) * 3, -DOMAIN, DOMAIN)
     kind: str = "sdf"
     task: str = "sdf"
@@ -170,6 +170,22 @@ class SdfSignal:
     def meta(self) -> dict[str, Any]:
         return {"centre": list(self.centre), "scale": self.scale, "points": len(self.surface),
                 "source": self.source}
+
+    @cached_property
+    def near(self) -> Tensor:
+        """(P, 4) near-surface samples and their sdf_gt. Built on first use, so validating a
+        file (loading it without fitting, as the API does) skips the costly KD-tree queries."""
+        return self._pool(NEAR_NOISE, seed=0)
+
+    @cached_property
+    def far(self) -> Tensor:
+        """(P, 4) far samples and their sdf_gt, built on first use like `near`."""
+        return self._pool(FAR_NOISE, seed=1)
+
+    def _pool(self, noise: float, seed: int) -> Tensor:
+        rng = np.random.default_rng(seed)  # fixed: one file always gives the same pools
+        rows = _pool(self.sdf_gt, self.pool_size, noise, rng)
+        return torch.from_numpy(rows.astype(np.float32)).to(self.surface.device)
 
     def batch(self, generator: torch.Generator, max_points: int) -> Batch:
         """Surface rows first (Batch.n_surface), then near, then far: 10k each, or a third of
@@ -249,7 +265,7 @@ def load(path: Path, protocol: str | None = None, device: str = "cpu",
          max_points: int = MAX_POINTS, surface_samples: int = SURFACE_SAMPLES,
          pool_size: int = POOL_SIZE, eval_resolution: int = EVAL_RESOLUTION,
          chamfer_points: int = CHAMFER_POINTS, trimap_band: float = TRIMAP_BAND) -> SdfSignal:
-    """Read, orient, normalise, and precompute the near / far sample pools (pool_size each)."""
+    """Read, orient and normalise; the near / far sample pools (pool_size each) come on first use."""
     if protocol is not None:
         raise SignalError(f"unknown protocol {protocol!r}; SDF signals have none", "invalid_option")
     _check_options(max_points, surface_samples, pool_size, eval_resolution, chamfer_points,
@@ -257,17 +273,11 @@ def load(path: Path, protocol: str | None = None, device: str = "cpu",
     geometry = read_geometry(path, max_points)
     points, normals = oriented_points(geometry, path.name, max_points, surface_samples)
     points, centre, scale = normalise(points, path.name)
-    sdf = SignedDistance(points, normals)
-    rng = np.random.default_rng(0)  # fixed: one file always gives the same pools
-
-    def tensor(rows: np.ndarray) -> Tensor:
-        return torch.from_numpy(rows.astype(np.float32)).to(device)
-
+    surface = np.column_stack([points, np.zeros(len(points))]).astype(np.float32)
     return SdfSignal(
-        surface=tensor(np.column_stack([points, np.zeros(len(points))])),
-        near=tensor(_pool(sdf, pool_size, NEAR_NOISE, rng)),
-        far=tensor(_pool(sdf, pool_size, FAR_NOISE, rng)),
-        sdf_gt=sdf, centre=(float(centre[0]), float(centre[1]), float(centre[2])), scale=scale,
+        surface=torch.from_numpy(surface).to(device),
+        sdf_gt=SignedDistance(points, normals), pool_size=pool_size,
+        centre=(float(centre[0]), float(centre[1]), float(centre[2])), scale=scale,
         source="mesh" if geometry.faces is not None else "points",
         eval_resolution=eval_resolution, chamfer_points=chamfer_points, trimap_band=trimap_band,
     )
