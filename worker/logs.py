@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 
 # uvicorn gives these loggers handlers of their own (plain text) and stops them propagating.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# billiard (Celery's pool) logs "Process ... exited" here and keeps it from propagating: without a
+# handler of its own, Python's last-resort handler would print it as plain text.
+POOL_LOGGER = "multiprocessing"
 
 
 @dataclass
@@ -76,7 +79,8 @@ def configure_logging(level: int | str) -> None:
     """JSON lines on stderr for every logger: the root's handler, uvicorn's loggers routed to it,
     and Python warnings as log records. Safe to call again (a pool child, a second app)."""
     root = logging.getLogger()
-    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+    handler = next((h for h in root.handlers if isinstance(h.formatter, JsonFormatter)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
@@ -85,4 +89,8 @@ def configure_logging(level: int | str) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    pool = logging.getLogger(POOL_LOGGER)
+    if handler not in pool.handlers:
+        pool.addHandler(handler)
+    pool.setLevel(logging.ERROR)  # as Celery's own set-up: below that it is per-process chatter
     logging.captureWarnings(True)

@@ -6,6 +6,8 @@ import contextvars
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -53,6 +55,25 @@ def test_a_job_id_learnt_in_a_thread_reaches_the_request() -> None:
         return logs.current().job_id
 
     assert contextvars.copy_context().run(in_a_request) == "job-1"
+
+
+SPEAKERS = """
+import logging, warnings
+import billiard.util
+from worker.logs import configure_logging
+configure_logging("INFO")
+billiard.util.get_logger().error("Process %r exited with %r", "ForkPoolWorker-1", "exitcode 1")
+logging.getLogger("uvicorn.access").info("GET / 200")
+logging.getLogger("nexp").debug("below the level")
+warnings.warn("a library's warning")
+"""
+
+
+def test_pool_uvicorn_and_warning_lines_are_json_too() -> None:
+    run = subprocess.run([sys.executable, "-c", SPEAKERS], capture_output=True, text=True,
+                         timeout=60, check=True)
+    lines = [json.loads(line) for line in run.stderr.splitlines()]
+    assert [line["logger"] for line in lines] == ["multiprocessing", "uvicorn.access", "py.warnings"]
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:

@@ -62,22 +62,23 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(endpoint: str) -> Any:
+def s3(endpoint: str) -> Any:
+    """A boto3 S3 client of the moto server, to look at the bucket directly."""
     return s3_client(endpoint)
 
 
 @pytest.fixture
-def storage(client: Any) -> S3Storage:
+def storage(s3: Any) -> S3Storage:
     """A store under a prefix of its own, so tests never see each other's objects."""
-    return S3Storage(BUCKET, f"t/{uuid.uuid4().hex}", client)
+    return S3Storage(BUCKET, f"t/{uuid.uuid4().hex}", s3)
 
 
-def keys(client: Any, prefix: str) -> list[str]:
-    listing = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+def keys(s3: Any, prefix: str) -> list[str]:
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
     return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
-def test_bytes_and_streams_round_trip(storage: S3Storage, client: Any) -> None:
+def test_bytes_and_streams_round_trip(storage: S3Storage, s3: Any) -> None:
     storage.put("jobs/a/input.png", b"png bytes")
     storage.put("jobs/a/model/weights", io.BytesIO(b"w" * 3_000_000))
     assert storage.get("jobs/a/input.png") == b"png bytes"
@@ -87,7 +88,7 @@ def test_bytes_and_streams_round_trip(storage: S3Storage, client: Any) -> None:
     for read in (storage.get, storage.open):
         with pytest.raises(ArtifactNotFound):
             read("jobs/a/other")
-    assert keys(client, storage.prefix) == [storage.prefix + "jobs/a/input.png",
+    assert keys(s3, storage.prefix) == [storage.prefix + "jobs/a/input.png",
                                             storage.prefix + "jobs/a/model/weights"]
 
 
@@ -116,16 +117,16 @@ class BrokenLarge(io.RawIOBase):
         return n
 
 
-def test_a_failed_multipart_upload_leaves_nothing(storage: S3Storage, client: Any) -> None:
+def test_a_failed_multipart_upload_leaves_nothing(storage: S3Storage, s3: Any) -> None:
     with pytest.raises(OSError, match="connection lost"):
         storage.put("jobs/a/model.safetensors", io.BufferedReader(BrokenLarge()))
     assert not storage.exists("jobs/a/model.safetensors")
-    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=storage.prefix)
+    uploads = s3.list_multipart_uploads(Bucket=BUCKET, Prefix=storage.prefix)
     assert not uploads.get("Uploads"), "the failed upload's parts were not aborted"
 
 
 def test_delete_takes_a_folder_prefix_or_one_key_page_by_page(
-        storage: S3Storage, client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        storage: S3Storage, s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(storage_module, "DELETE_BATCH", 2)  # several list + delete rounds
     folder = [f"jobs/a/model/{i}" for i in range(5)]
     for key in [*folder, "jobs/a/input.png", "jobs/ab/input.png", "jobs/b/input.png"]:
@@ -133,7 +134,7 @@ def test_delete_takes_a_folder_prefix_or_one_key_page_by_page(
     storage.delete("jobs/a/")
     storage.delete("jobs/b/input.png")
     storage.delete("jobs/missing/")  # absent: nothing to do
-    assert keys(client, storage.prefix) == [storage.prefix + "jobs/ab/input.png"]
+    assert keys(s3, storage.prefix) == [storage.prefix + "jobs/ab/input.png"]
 
 
 @pytest.mark.parametrize("key", ["", "/etc/passwd", "jobs/../../escape", ".."])
@@ -180,14 +181,14 @@ def s3_service(tmp_path_factory: pytest.TempPathFactory, pretrain_cache: Path,
 
 
 def test_a_job_runs_with_its_artifacts_in_the_object_store(
-        s3_service: Service, client: Any, kodak_crop: Path) -> None:
+        s3_service: Service, s3: Any, kodak_crop: Path) -> None:
     with s3_service.client() as api:
         assert api.get("/readyz").json()["checks"]["storage"] == "ok"
         job = submit(api, kodak_crop, steps=10)
         done = wait_status(api, job["id"], "succeeded", "failed", "canceled")
         assert done["status"] == "succeeded", done
         prefix = f"service/jobs/{job['id']}/"
-        assert keys(client, prefix) == [prefix + name for name in (
+        assert keys(s3, prefix) == [prefix + name for name in (
             "input.png", "model/config.json", "model/metrics.json", "model/model.safetensors")]
         png = api.get(done["urls"]["reconstruction"])
         assert png.status_code == 200, png.text
@@ -195,7 +196,7 @@ def test_a_job_runs_with_its_artifacts_in_the_object_store(
         assert api.get(done["urls"]["weights"]).status_code == 200
 
         assert api.delete(f"/v1/jobs/{job['id']}").status_code == 204
-        assert keys(client, prefix) == []
+        assert keys(s3, prefix) == []
     # Nothing was written to a local artifact folder on either side.
     assert not (s3_service.data / "artifacts").exists()
     assert os.listdir(s3_service.data / "tmp") == []
