@@ -94,6 +94,10 @@ def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep,
     job = jobs.visible(session, job_id, owner)
     if job is None:
         raise JobNotFound(f"no job {job_id!r}")
+    # Hand the connection back now: a render or an event stream awaits for seconds to hours, and
+    # requests holding pooled connections that long leave none for the rest (every request 500s).
+    # The job stays readable, detached as loaded; a route that writes reopens the session.
+    session.close()
     return job
 
 
