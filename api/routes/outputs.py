@@ -19,6 +19,7 @@ from api.rendering import Renderer
 from api.schemas import QueryCreate, QueryPublic
 from model.checkpoint import CONFIG, METRICS, WEIGHTS
 from model.signals import kinds
+from model.signals.sdf import MESH_RESOLUTION
 from worker.jobs import Job, Status
 from worker.settings import Settings
 from worker.storage import checkpoint_key
@@ -73,6 +74,8 @@ async def mesh(
     experts: Annotated[bool | None, Query(description="colour vertices by expert")] = None,
     original_frame: Annotated[bool | None, Query(description="the input's coordinates")] = None,
 ) -> Response:
+    if resolution is None:  # the renderer's default would bypass the cap: never more than it
+        resolution = min(MESH_RESOLUTION, settings.max_mesh_resolution)
     query = {"resolution": resolution, "format": format, "experts": experts,
              "original_frame": original_frame}
     return await render(job, "mesh", query, renderer, settings)

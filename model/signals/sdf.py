@@ -63,6 +63,7 @@ TRIMAP_BAND = 1e-3  # method.md: trimap IoU(d) with d = 0.001 in the main table
 CHAMFER_SCALE = 1e5  # method.md: Chamfer reported x1e5
 OUTPUT_RESOLUTION = 128  # write_outputs: a mesh in seconds on a GPU, still detailed
 MESH_RESOLUTIONS = (16, 512)  # 512^3 float32 predictions are 512 MB; 1024^3 would be 4 GB
+MESH_RESOLUTION = 256  # mesh()'s default: a second or two on a GPU, minutes on a CPU core
 MESH_MEDIA_TYPES = {"ply": "application/octet-stream", "obj": "model/obj", "glb": "model/gltf-binary"}
 
 # --------------------------------------------------------------------------- ground truth
@@ -303,7 +304,7 @@ def _export(surface: trimesh.Trimesh, fmt: str) -> Rendered:
                     f".{fmt}")
 
 
-def mesh(model: NeuralExperts, meta: dict[str, Any], resolution: int = 256, format: str = "ply",
+def mesh(model: NeuralExperts, meta: dict[str, Any], resolution: int = MESH_RESOLUTION, format: str = "ply",
          experts: bool = False, original_frame: bool = False) -> Rendered:
     """The zero level set by marching cubes on a resolution^3 grid over [-1.2, 1.2]^3.
 
