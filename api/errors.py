@@ -185,7 +185,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 DESCRIPTIONS = {
-    400: "Bad request (`no_file`)",
+    400: "Bad request: no file (`no_file`), or a body that cannot be parsed (`bad_request`)",
     401: "No API key, or not a valid one (`missing_api_key`, `invalid_api_key`)",
     404: "Unknown job (`job_not_found`)",
     409: "The job is in the wrong state (`job_not_ready`, `job_active`, `job_finished`)",

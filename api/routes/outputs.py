@@ -144,7 +144,9 @@ def weights(job: JobDep, storage: StorageDep) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'})
 
 
-@router.post("/query", responses=ERRORS, summary="The model's values and experts at coordinates")
+# 400: a body FastAPI cannot even decode as text (not UTF-8), before any validation.
+@router.post("/query", responses=problems(400, 404, 409, 422),
+             summary="The model's values and experts at coordinates")
 async def query(job: JobDep, body: QueryCreate, renderer: RendererDep,
                 settings: SettingsDep) -> QueryPublic:
     require_succeeded(job)
