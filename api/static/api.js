@@ -1,5 +1,8 @@
 // The HTTP API as small functions. Every error becomes an ApiError with a readable message,
 // built from the service's problem+json body (RFC 9457) when there is one.
+//
+// Every request goes through fetch, so each can carry the API key (`Authorization: Bearer`) a
+// networked service asks for; EventSource, <img src> and plain download links cannot send it.
 
 export class ApiError extends Error {
   constructor(title, detail = "") {
@@ -7,6 +10,21 @@ export class ApiError extends Error {
     this.title = title;
     this.detail = detail;
   }
+}
+
+/** No answer at all: the network or the service is down. */
+class Unreachable extends ApiError {}
+
+// The key lives for this browser tab only: it is a secret, so it is not kept across sessions.
+const KEY_ITEM = "nexp-api-key";
+let apiKey = sessionStorage.getItem(KEY_ITEM) || "";
+
+export const getApiKey = () => apiKey;
+
+export function setApiKey(key) {
+  apiKey = key.trim();
+  if (apiKey) sessionStorage.setItem(KEY_ITEM, apiKey);
+  else sessionStorage.removeItem(KEY_ITEM);
 }
 
 async function problem(response) {
@@ -22,11 +40,14 @@ async function problem(response) {
 }
 
 async function request(path, options = {}) {
+  const headers = { ...options.headers };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
   let response;
   try {
-    response = await fetch(path, options);
-  } catch {
-    throw new ApiError("Cannot reach the service. Check your connection and try again.");
+    response = await fetch(path, { ...options, headers });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new Unreachable("Cannot reach the service. Check your connection and try again.");
   }
   if (!response.ok) throw await problem(response);
   return response;
@@ -52,20 +73,83 @@ export const getJson = (path) => json(path);
 /** An output as a Blob, so a failed render shows the API's message instead of a broken image. */
 export const getBlob = async (path) => (await request(path)).blob();
 
+/** Save the output at `path` as a file named `filename`, through the browser's downloads. */
+export async function download(path, filename) {
+  const url = URL.createObjectURL(await getBlob(path));
+  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000); // the download has started by then
+}
+
+/** Make a download link fetch its file with the API key instead of navigating to it. */
+export function fetchOnClick(link, onError) {
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    download(link.getAttribute("href"), link.download).catch(onError);
+  });
+}
+
+/** A name for files saved from `job`: its upload's name without the extension. */
+export const fileStem = (job) => job.filename?.replace(/\.[^.]*$/, "") || job.id;
+
 export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+const RECONNECT_MS = 2000; // after a dropped event stream (a proxy's idle timeout, a restart)
+
+/** One server-sent event block ("event: x\ndata: {...}") as [name, parsed data], or null. */
+function parseEvent(block) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  return data.length ? [name, JSON.parse(data.join("\n"))] : null; // comments are keep-alives
+}
 
 /**
  * Follow a job's server-sent events: `onProgress(progress)` for each training report and
- * `onStatus(job)` when the status changes. Returns a function that stops listening.
+ * `onStatus(job)` on each status change, until a final status; `onError(error)` when the
+ * stream cannot be had (the job was deleted, the key is refused). Returns a function that stops.
  */
-export function followJob(id, { onProgress, onStatus }) {
-  const source = new EventSource(jobUrl(id, "events"));
-  const parse = (event) => JSON.parse(event.data);
-  source.addEventListener("progress", (event) => onProgress(parse(event)));
-  source.addEventListener("status", (event) => {
-    const job = parse(event);
-    onStatus(job);
-    if (TERMINAL.has(job.status)) source.close();
-  });
-  return () => source.close();
+export function followJob(id, { onProgress, onStatus, onError }) {
+  const controller = new AbortController();
+  let finished = false;
+
+  async function stream() {
+    const response = await request(jobUrl(id, "events"), {
+      headers: { Accept: "text/event-stream" },
+      signal: controller.signal,
+    });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const event = parseEvent(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+        if (event?.[0] === "progress") onProgress(event[1]);
+        if (event?.[0] === "status") {
+          onStatus(event[1]);
+          finished = TERMINAL.has(event[1].status);
+        }
+      }
+    }
+  }
+
+  (async () => {
+    while (!finished && !controller.signal.aborted) {
+      try {
+        await stream();
+      } catch (error) {
+        if (controller.signal.aborted) return;
+        // An error answer ends the following; a dropped or refused connection is retried.
+        if (error instanceof ApiError && !(error instanceof Unreachable)) return onError(error);
+      }
+      if (!finished) await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
+    }
+  })();
+  return () => controller.abort();
 }

@@ -188,6 +188,7 @@ function showStatus(job) {
   $("job-cancel").hidden = !active;
   $("job-weights").hidden = job.status !== "succeeded";
   $("job-weights").href = api.jobUrl(job.id, "weights");
+  $("job-weights").download = `${api.fileStem(job)}-weights.zip`;
   $("training").hidden = !active && state.points.length === 0;
   jobError(job.status === "failed" && job.error
     ? new api.ApiError(job.error.title, job.error.detail) : null);
@@ -216,6 +217,7 @@ function openJob(job) {
     state.stopFollowing = api.followJob(job.id, {
       onProgress: showProgress,
       onStatus: jobUpdated,
+      onError: jobError,
     });
   }
 }
@@ -284,7 +286,8 @@ function jobRow(job) {
     const weights = document.createElement("a");
     weights.className = "button";
     weights.href = api.jobUrl(job.id, "weights");
-    weights.download = "";
+    weights.download = `${api.fileStem(job)}-weights.zip`;
+    api.fetchOnClick(weights, listError);
     weights.textContent = "Weights";
     weights.setAttribute("aria-label", `Download weights of ${open.textContent}`);
     actions.append(weights);
@@ -329,7 +332,20 @@ async function refreshJobs() {
 
 // ---- Start ---------------------------------------------------------------------------------
 
+function setUpApiKey() {
+  const input = $("api-key");
+  input.value = api.getApiKey();
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    api.setApiKey(input.value);
+    refreshJobs();
+    if (state.job) api.getJob(state.job.id).then(openJob).catch(jobError);
+  });
+}
+
 setUpDrop();
+setUpApiKey();
+api.fetchOnClick($("job-weights"), jobError);
 $("fit-form").addEventListener("submit", submitFit);
 $("job-cancel").addEventListener("click", () => cancel(state.job.id).catch(jobError));
 $("job-delete").addEventListener("click", () => remove(state.job.id).catch(jobError));

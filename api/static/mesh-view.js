@@ -3,7 +3,7 @@
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { PLYLoader } from "three/addons/loaders/PLYLoader.js";
-import { getBlob, jobUrl } from "./api.js";
+import { fetchOnClick, fileStem, getBlob, jobUrl } from "./api.js";
 
 const PLAIN = new THREE.Color(0xb8bec8);
 
@@ -99,7 +99,7 @@ export function mountMeshView(root, job, showError) {
     for (const format of ["ply", "obj", "glb"]) {
       const link = $(`download-${format}`);
       link.href = jobUrl(job.id, "mesh", { resolution: res, format, experts: true });
-      link.download = `${job.id}-${res}.${format}`;
+      link.download = `${fileStem(job)}-${res}.${format}`;
     }
     status.textContent = `Extracting the mesh at ${res}³…`;
     const blob = await getBlob(jobUrl(job.id, "mesh", { resolution: res, format: "ply", experts: true }));
@@ -115,6 +115,7 @@ export function mountMeshView(root, job, showError) {
     status.textContent = "";
     showError(error);
   });
+  for (const format of ["ply", "obj", "glb"]) fetchOnClick($(`download-${format}`), showError);
   resolution.addEventListener("change", reload);
   colours.addEventListener("change", () => viewer.setExpertColours(colours.checked));
   reload();

@@ -6,7 +6,6 @@ browser that cannot start fails the test with its reason.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from playwright.sync_api import Browser, Error, Page, sync_playwright
 from tests.utils.data import shared_data
 from tests.utils.service import Service
 from tests.utils.signals import bach_clip, seed_pretraining
+from tests.utils.web import SDF_LOAD, running_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling Google's hosts, which a closed
@@ -25,30 +25,11 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "web"
-# Small SDF sampling and evaluation, so a 3D fit takes seconds on one core.
-UPLOAD_CAP = 2 << 20  # the test inputs are far smaller; one test sends more
-SDF_LOAD = {"surface_samples": 20_000, "pool_size": 20_000, "eval_resolution": 24,
-            "chamfer_points": 5_000, "trimap_band": 0.05}
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, pretrain_cache: Path) -> Iterator[Service]:
-    data = tmp_path_factory.mktemp("web-service")
-    service = Service(data, {
-        "NEXP_DATA_DIR": str(data),
-        "NEXP_CACHE_DIR": str(pretrain_cache),
-        "NEXP_DEVICE": "cpu",
-        "NEXP_TORCH_THREADS": "1",  # 2 cores for the browser, the API and the worker together
-        "NEXP_HEARTBEAT_S": "0.2",  # several progress reports reach the page in a tiny fit
-        "NEXP_LOAD_OPTIONS": json.dumps({"sdf": SDF_LOAD}),
-        "NEXP_MAX_UPLOAD_BYTES": str(UPLOAD_CAP),
-    })
-    try:
-        service.start_worker()
-        service.start_api()
-        yield service
-    finally:
-        service.stop_all()
+    yield from running_service(tmp_path_factory.mktemp("web-service"), pretrain_cache)
 
 
 @pytest.fixture(scope="session")

@@ -11,32 +11,14 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import UPLOAD_CAP
-
-FIT_TIMEOUT_MS = 180_000  # tiny fits, but the worker shares 2 cores with the API and the browser
-
-
-def start_fit(page: Page, upload: Path, steps: int = 10) -> None:
-    page.goto("/")
-    page.set_input_files("#file", upload)
-    page.fill("#steps", str(steps))
-    page.click("#submit")
-
-
-def wait_succeeded(page: Page) -> None:
-    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=FIT_TIMEOUT_MS)
-
-
-def natural_size(page: Page, selector: str) -> tuple[int, int]:
-    return tuple(page.eval_on_selector(selector, "img => [img.naturalWidth, img.naturalHeight]"))
-
-
-def wait_loaded(page: Page, selector: str, width: int) -> None:
-    page.wait_for_function(
-        "([selector, width]) => { const img = document.querySelector(selector);"
-        " return img && img.complete && img.naturalWidth === width; }",
-        arg=[selector, width],
-    )
+from tests.utils.web import (
+    FIT_TIMEOUT_MS,
+    UPLOAD_CAP,
+    natural_size,
+    start_fit,
+    wait_loaded,
+    wait_succeeded,
+)
 
 
 def test_image_fit_shows_training_reconstruction_and_super_resolution(
@@ -67,6 +49,7 @@ def test_image_fit_shows_training_reconstruction_and_super_resolution(
     page.screenshot(path=screenshots / "image-result.png", full_page=True)
 
     page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "wider than a phone"
     page.screenshot(path=screenshots / "image-phone.png", full_page=True)
 
     # Another tab, opened on the job's link: the upload is not at hand there, the model is.
@@ -110,6 +93,10 @@ def test_mesh_fit_shows_3d_viewer_and_downloads(page: Page, spot: Path, screensh
     with page.expect_request(re.compile(r"/mesh\?resolution=32&format=ply")):
         page.select_option("#mesh-resolution", "32")
     expect(page.locator("#viewer-status")).to_contain_text("at 32³", timeout=60_000)
+    with page.expect_download() as download:
+        page.click("#download-glb")
+    assert download.value.suggested_filename == "spot-32.glb"
+    assert Path(download.value.path()).read_bytes()[:4] == b"glTF"
 
 
 def test_form_is_labelled_and_keyboard_usable(page: Page, screenshots: Path) -> None:
@@ -117,12 +104,17 @@ def test_form_is_labelled_and_keyboard_usable(page: Page, screenshots: Path) -> 
     for label in ("Drop a file here", "Preset", "Steps", "Model", "Experts", "Activation",
                   "Paper protocol"):
         expect(page.get_by_label(label)).to_be_visible()
-    page.keyboard.press("Tab")
-    assert page.evaluate("document.activeElement.id") == "file"
+    focused = []
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("document.activeElement.id"))
+    assert focused == ["api-key", "use-key", "file", "preset", "steps", "model", "experts",
+                       "activation", "protocol", "submit"]
     page.focus("#submit")
     page.keyboard.press("Enter")
     expect(page.locator("#form-error")).to_have_text("Choose a file to fit first.")
     page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "wider than a phone"
     page.screenshot(path=screenshots / "form-phone.png", full_page=True)
 
 
