@@ -62,6 +62,9 @@ def read_audio(path: Path, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray
         raise _open_error(path, e) from e
     if info.format not in FORMATS:
         raise SignalError(f"{path.name}: {info.format} audio is not supported", "unsupported_type")
+    if info.samplerate > MAX_SAMPLE_RATE:  # a lying header: no render could play it back
+        raise SignalError(f"{path.name}: a sample rate of {info.samplerate:,} Hz is over "
+                          f"{MAX_SAMPLE_RATE:,} Hz", "unsupported_sample_rate")
     # Refuse from the header, before decoding anything: the cap bounds memory and fit time.
     max_frames = int(max_seconds * info.samplerate)
     if info.frames > max_frames:
