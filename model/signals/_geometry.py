@@ -121,12 +121,22 @@ def _read_ply(path: Path, head: bytes, max_points: int) -> Geometry:
         kwargs = load_ply(f)
     vertices = np.asarray(kwargs.get("vertices", np.zeros((0, 3))), dtype=np.float64)
     faces = kwargs.get("faces")
+    _check_counts(head, {"vertex": len(vertices), "face": 0 if faces is None else len(faces)})
     if faces is not None and len(faces):
         # Through Trimesh so quads are split into triangles.
         faces = trimesh.Trimesh(vertices, faces, process=False).faces
     normals = kwargs.get("vertex_normals")
     return Geometry(vertices, faces if faces is not None and len(faces) else None,
                     None if normals is None else np.asarray(normals, dtype=np.float64))
+
+
+def _check_counts(head: bytes, held: dict[str, int]) -> None:
+    """An ASCII PLY cut short still parses, into part of the shape: compare with its header."""
+    for element, count in held.items():
+        declared = re.search(rb"element " + element.encode() + rb" (\d+)", head)
+        if declared and int(declared.group(1)) != count:
+            raise ValueError(f"the header declares {int(declared.group(1)):,} {element} rows, the "
+                             f"file holds {count:,}: is it truncated?")
 
 
 def _read_trimesh(path: Path, fmt: str) -> Geometry:
