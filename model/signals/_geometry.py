@@ -7,6 +7,7 @@ OBJ / OFF / STL meshes. Every problem with a file is a SignalError with a stable
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,8 @@ def _is_binary_stl(head: bytes) -> bool:
     data = np.frombuffer(head[84 : 84 + 50 * records], dtype)["data"]
     if not np.isfinite(data).all():
         return False
-    length = np.linalg.norm(data[:, :3], axis=1)
+    # In float64: squares of float32 noise or text overflow, a RuntimeWarning on the CLI's stderr.
+    length = np.linalg.norm(data[:, :3].astype(np.float64), axis=1)
     # Exporters write unit normals (or zeros); an image or text read this way almost never does.
     unit = np.abs(length - 1) < 1e-3
     return bool((unit | (length == 0)).all() and unit.any())
@@ -106,7 +108,10 @@ class Geometry:
 
 def _read_xyz(path: Path, max_points: int) -> Geometry:
     # max_rows bounds memory: one row past the cap is enough to refuse the file.
-    data = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#", max_rows=max_points + 1)
+    with warnings.catch_warnings():
+        # A file of blank lines warns "input contained no data"; it is refused below, in words.
+        warnings.simplefilter("ignore", UserWarning)
+        data = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#", max_rows=max_points + 1)
     if data.shape[0] and data.shape[1] not in (3, 6):
         raise ValueError(f"{data.shape[1]} numbers per line (expected x y z nx ny nz)")
     return Geometry(data[:, :3], normals=data[:, 3:6] if data.shape[1] == 6 else None)
