@@ -13,10 +13,12 @@ import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
+import hypothesis
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 from schemathesis import Case, CheckContext, Response
 from schemathesis.checks import (
     content_type_conformance,
@@ -27,33 +29,21 @@ from schemathesis.checks import (
 
 from api.errors import PROBLEM_JSON
 from api.main import app
-from tests.service.conftest import SDF_LOAD, redis_db, service_env, started
+from tests.service.conftest import CAPS, SDF_LOAD, redis_db, service_env, started
+from tests.utils.app import api_key, bearer, settings
 from tests.utils.data import shared_data
-from tests.utils.jobs import context
 from tests.utils.service import Service, submit, wait_status
 from tests.utils.signals import seed_pretraining
-from worker import keys
-from worker.settings import Settings
 
 # Per operation: ~15 operations x 20 examples, plus the coverage cases, is about a minute on
 # the 2 shared cores; derandomized so a failure reproduces on the next run.
-FUZZ = settings(max_examples=20, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = hypothesis.settings(max_examples=20, deadline=None, derandomize=True, database=None,
+                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 # Operations that change or end a job get ids of their own, so they cannot take the finished
 # jobs away from the render operations that run after them.
 DESTRUCTIVE = {("DELETE", "/v1/jobs/{job_id}"), ("POST", "/v1/jobs/{job_id}/cancel")}
 REQUEST_TIMEOUT_S = 30  # a render on a busy core; an event stream of a finished job ends at once
 OPEN_STREAMS = 20  # more than SQLAlchemy's default pool: 5 connections and 10 overflow
-
-
-def api_key(data: Path) -> str:
-    """A key made in the service's database as `nexp keys create` does: auth is on."""
-    ctx = context(Settings(data_dir=data))
-    try:
-        with ctx.sessions() as session:
-            return keys.create(session, "fuzz")[1]
-    finally:
-        ctx.engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +57,8 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 @pytest.fixture(scope="module")
 def auth(fuzzed: Service) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key(fuzzed.data)}"}
+    """A key made in the service's database as `nexp keys create` does: auth is on."""
+    return bearer(api_key(settings(fuzzed.data), "fuzz"))
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +80,7 @@ def jobs(fuzzed: Service, auth: dict[str, str], kodak_crop: Path, bach: Path) ->
     return ids
 
 
-def with_a_real_job(case: Case, jobs: dict[str, str]) -> None:
+def with_a_real_job(case: Case[Any], jobs: dict[str, str]) -> None:
     """Keep the generated job id (a 404) or swap in a real job's, chosen by the generated id,
     so the choice is part of what hypothesis generates and a failure replays."""
     job_id = case.path_parameters.get("job_id") if case.path_parameters else None
@@ -102,7 +93,7 @@ def with_a_real_job(case: Case, jobs: dict[str, str]) -> None:
     case.path_parameters["job_id"] = pool[zlib.crc32(str(job_id).encode()) % len(pool)]
 
 
-def errors_are_problems(ctx: CheckContext, response: Response, case: Case) -> bool:
+def errors_are_problems(ctx: CheckContext, response: Response, case: Case[Any]) -> bool:
     """api.errors: every 4xx and 5xx is application/problem+json with a machine `code`."""
     if response.status_code < 400:
         return True
@@ -120,7 +111,7 @@ schema = schemathesis.openapi.from_dict(app.openapi())
 
 @schema.parametrize()
 @FUZZ
-def test_every_answer_is_documented_and_no_5xx(case: Case, fuzzed: Service, auth: dict[str, str],
+def test_every_answer_is_documented_and_no_5xx(case: Case[Any], fuzzed: Service, auth: dict[str, str],
                                                jobs: dict[str, str]) -> None:
     with_a_real_job(case, jobs)
     case.call_and_validate(
@@ -133,13 +124,14 @@ def test_every_answer_is_documented_and_no_5xx(case: Case, fuzzed: Service, auth
 def test_a_mesh_without_a_resolution_is_rendered_at_the_cap(fuzzed: Service, auth: dict[str, str],
                                                            jobs: dict[str, str]) -> None:
     """Found by the fuzzer: without `resolution` the renderer's default 256^3 grid ran whatever
-    NEXP_MAX_MESH_RESOLUTION said (32 here), minutes of a core per request."""
+    NEXP_MAX_MESH_RESOLUTION said, minutes of a core per request."""
     with fuzzed.client() as client:
         client.headers.update(auth)
         url = f"/v1/jobs/{jobs['sdf']}/mesh"
         unasked = client.get(url, timeout=REQUEST_TIMEOUT_S)
         assert unasked.status_code == 200, unasked.text
-        assert unasked.content == client.get(url, params={"resolution": 32}).content
+        cap = int(CAPS["NEXP_MAX_MESH_RESOLUTION"])
+        assert unasked.content == client.get(url, params={"resolution": cap}).content
 
 
 def test_open_event_streams_leave_the_api_answering(fuzzed: Service, auth: dict[str, str],
