@@ -63,8 +63,8 @@ def auth(fuzzed: Service) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def jobs(fuzzed: Service, auth: dict[str, str], kodak_crop: Path, bach: Path) -> dict[str, str]:
-    """Real job ids: a succeeded job of each kind (renders, queries), and a canceled one that
-    the destructive operations may cancel again and delete."""
+    """Real job ids: a succeeded job of each kind (renders, queries), a canceled one (outputs
+    that do not exist: 409), and another canceled one the destructive operations may delete."""
     signals = {"image": (kodak_crop, {}), "audio": (bach, {}),
                "sdf": (shared_data("meshes", "spot.obj"), SDF_LOAD)}
     for path, load_options in signals.values():  # real pretraining takes minutes on 2 cores
@@ -74,9 +74,10 @@ def jobs(fuzzed: Service, auth: dict[str, str], kodak_crop: Path, bach: Path) ->
         ids = {kind: submit(client, path, steps=2)["id"] for kind, (path, _) in signals.items()}
         for job_id in ids.values():
             assert wait_status(client, job_id, "succeeded", "failed")["status"] == "succeeded"
-        ids["canceled"] = submit(client, kodak_crop, steps=5000)["id"]
-        client.post(f"/v1/jobs/{ids['canceled']}/cancel")
-        wait_status(client, ids["canceled"], "canceled", timeout=60)
+        for name in ("canceled", "victim"):
+            ids[name] = submit(client, kodak_crop, steps=5000)["id"]
+            client.post(f"/v1/jobs/{ids[name]}/cancel")
+            wait_status(client, ids[name], "canceled", timeout=60)
     return ids
 
 
@@ -87,9 +88,9 @@ def with_a_real_job(case: Case[Any], jobs: dict[str, str]) -> None:
     if job_id is None:
         return
     if (case.operation.method.upper(), case.operation.path) in DESTRUCTIVE:
-        pool = [job_id, jobs["canceled"]]
+        pool = [job_id, jobs["victim"]]
     else:
-        pool = [job_id, jobs["image"], jobs["audio"], jobs["sdf"]]
+        pool = [job_id, jobs["image"], jobs["audio"], jobs["sdf"], jobs["canceled"]]
     case.path_parameters["job_id"] = pool[zlib.crc32(str(job_id).encode()) % len(pool)]
 
 
