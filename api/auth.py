@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import ApiError, InvalidApiKey, MissingApiKey, problem_response
+from api.errors import ApiError, InvalidApiKey, MissingApiKey, database_errors, problem_response
 from worker import keys
 from worker.context import Context
 
@@ -27,8 +27,9 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="nexp"'}
 
 
 def authenticate(ctx: Context, authorization: str | None) -> str | None:
-    """The id of the key in an Authorization header; None while auth is off. Raises a 401."""
-    with ctx.sessions() as session:
+    """The id of the key in an Authorization header; None while auth is off. Raises a 401, or
+    a 503 while the database is away."""
+    with database_errors(), ctx.sessions() as session:
         if not authorization:
             if ctx.settings.require_keys or keys.configured(session):
                 raise MissingApiKey("send an API key as `Authorization: Bearer <key>` "

@@ -7,17 +7,23 @@ unknown routes) and unexpected exceptions go through the same writer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+
+from worker.db import unavailable
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+DATABASE_RETRY_AFTER_S = 5  # a database restart or fail-over takes seconds
 
 
 class Problem(BaseModel):
@@ -112,6 +118,14 @@ class BrokerUnavailable(ApiError):
     status, code, title = 503, "broker_unavailable", "The job queue is not reachable"
 
 
+class DatabaseUnavailable(ApiError):
+    status, code, title = 503, "database_unavailable", "The job database is not reachable"
+
+
+class StorageUnavailable(ApiError):
+    status, code, title = 503, "storage_unavailable", "The artifact store did not take the upload"
+
+
 class NotReady(ApiError):
     status, code, title = 503, "not_ready", "A dependency of the service is not reachable"
 
@@ -162,6 +176,32 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
                             exc.headers)
 
 
+def database_unavailable(exc: SQLAlchemyError) -> DatabaseUnavailable:
+    # The client learns only that the database is away: the error names hosts and SQL.
+    log.warning("the database is away: %s", str(exc).splitlines()[0])
+    return DatabaseUnavailable("the job database is not answering; try again shortly",
+                               headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A database that is away becomes a 503, in code that runs outside the routes
+    (middleware), whose errors no exception handler sees."""
+    try:
+        yield
+    except SQLAlchemyError as e:
+        if not unavailable(e):
+            raise
+        raise database_unavailable(e) from e
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SQLAlchemyError)
+    if not unavailable(exc):
+        return await _unexpected(request, exc)
+    return await _api_error(request, database_unavailable(exc))
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(500, ApiError.code, ApiError.title,
@@ -172,6 +212,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -193,6 +234,7 @@ DESCRIPTIONS = {
     415: "Unknown or mislabelled content (`unsupported_type`, `content_type_mismatch`)",
     422: "Invalid content or options (`undecodable`, `invalid_option`, `over_limit`...)",
     429: "A quota of the API key is used up (`quota_exceeded`); see Retry-After",
-    503: "A dependency is down or the queue is full (`broker_unavailable`, `not_ready`, "
+    503: "A dependency is down or the queue is full (`broker_unavailable`, "
+         "`database_unavailable`, `storage_unavailable`, `not_ready`, "
          "`queue_full`); see Retry-After",
 }

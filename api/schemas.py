@@ -51,7 +51,7 @@ class ProgressPublic(BaseModel):
 
 class JobErrorPublic(BaseModel):
     code: str = Field(description="invalid_signal, out_of_memory, time_limit, worker_lost, "
-                                  "diverged, invalid_options or internal")
+                                  "diverged, storage_error, invalid_options or internal")
     title: str
     detail: str
 

@@ -68,6 +68,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Without this, a job whose child was OOM-killed is acked and lost (celery #1628); the
         # task counts attempts itself and fails a job past NEXP_MAX_ATTEMPTS (poison loops, #5641).
         "task_reject_on_worker_lost": True,
+        # A broker restart must not stop the fits in progress (Celery 6 will by default): they
+        # need no broker to finish, and their job rows, not the messages, say they are done.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # A busy worker must not hoard queued jobs that an idle worker could start.
         "worker_prefetch_multiplier": 1,
         # Soft limit: the task records `time_limit` and stops. Hard limit: the child is killed if

@@ -17,10 +17,12 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
@@ -32,12 +34,23 @@ from model.fit import FitCanceled, FitDiverged, FitOptions, Progress, fit, resol
 from model.signals import SignalError, kinds
 from worker import jobs
 from worker.context import Context
+from worker.db import unavailable
 from worker.jobs import Job, Status
 from worker.storage import checkpoint_key, checkpoint_prefix, job_prefix
 
 log = logging.getLogger(__name__)
 
 FIT_OPTION_NAMES = frozenset(f.name for f in fields(FitOptions))
+# A database restart or fail-over takes seconds to a minute: a finished fit waits this long to
+# record its outcome. Past it the task redelivers the job (worker.tasks), which fits it again.
+OUTCOME_RETRY_S = 300.0
+OUTCOME_RETRY_EVERY_S = 1.0
+
+T = TypeVar("T")
+
+
+class StorageFailed(Exception):
+    """The artifact store did not take the checkpoint (full, read-only, unreachable)."""
 
 
 class Busy(Exception):
@@ -74,10 +87,27 @@ def run_job(job_id: str, ctx: Context) -> None:
                 "job %s failed", job.id, exc_info=e)
     finally:
         watchdog.stop()
+    finished = when_reachable(ctx, lambda session: jobs.finish(
+        session, job.id, worker=me, progress=watchdog.latest, **outcome))
     with ctx.sessions() as session:
-        finished = jobs.finish(session, job.id, worker=me, progress=watchdog.latest, **outcome)
         if not finished and jobs.get(session, job.id) is None:
             ctx.storage.delete(job_prefix(job.id))  # deleted while it ran: leave nothing behind
+
+
+def when_reachable(ctx: Context, write: Callable[[Session], T]) -> T:
+    """`write` in a session of its own, tried again while the database is away (for up to
+    OUTCOME_RETRY_S): a fit that ended during a database restart keeps its result."""
+    deadline = time.monotonic() + OUTCOME_RETRY_S
+    while True:
+        try:
+            with ctx.sessions() as session:
+                return write(session)
+        except SQLAlchemyError as e:
+            if not unavailable(e) or time.monotonic() > deadline:
+                raise
+            log.warning("the database is away (%s); writing again in %g s",
+                        str(e).splitlines()[0], OUTCOME_RETRY_EVERY_S)
+        time.sleep(OUTCOME_RETRY_EVERY_S)
 
 
 def claim(session: Session, job_id: str, me: str, ctx: Context) -> Job | None:
@@ -146,18 +176,33 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
         )
         save_checkpoint(folder / "model", result.model, result.config, result.metrics)
         for name in (CONFIG, METRICS, WEIGHTS):  # weights last: their presence marks a whole set
-            with (folder / "model" / name).open("rb") as f:
+            with (folder / "model" / name).open("rb") as f, storing(name):
                 ctx.storage.put(checkpoint_key(job.id, name), f)
         checkpoint_bytes = sum((folder / "model" / name).stat().st_size
                                for name in (CONFIG, METRICS, WEIGHTS))
-    with ctx.sessions() as session:  # the stored-bytes quota (worker.quotas) counts it from now
-        jobs.add_stored_bytes(session, job.id, checkpoint_bytes)
+    # The stored-bytes quota (worker.quotas) counts it from now.
+    when_reachable(ctx, lambda session: jobs.add_stored_bytes(session, job.id, checkpoint_bytes))
     return result.metrics
+
+
+@contextmanager
+def storing(name: str) -> Iterator[None]:
+    """A failed write to the store becomes StorageFailed, whatever the backend raised (OSError
+    from a folder, botocore's and boto3's errors from S3)."""
+    try:
+        yield
+    except SoftTimeLimitExceeded:
+        raise  # the time limit struck while writing: not the store's fault
+    except Exception as e:
+        # The reason without the error's text, which names the server's paths or buckets.
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise StorageFailed(f"{name} could not be stored: {reason}") from e
 
 
 ERRORS: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str, str]] = [
     (SignalError, "invalid_signal", "The input is not a usable signal"),
     (FitDiverged, "diverged", "Training diverged"),
+    (StorageFailed, "storage_error", "The artifact store did not take the results"),
     (ValueError, "invalid_options", "The fit options are invalid"),
     ((torch.OutOfMemoryError, MemoryError), "out_of_memory", "Out of memory"),
     (SoftTimeLimitExceeded, "time_limit", "The job ran past its time limit"),

@@ -8,11 +8,15 @@ from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_postrun, task_prerun
+from sqlalchemy.exc import SQLAlchemyError
 
 from worker import jobs, logs
 from worker.celery_app import FIT_TASK, REQUEST_ID_HEADER, app
 from worker.context import context
+from worker.db import unavailable
 from worker.runner import Busy, run_job, time_limit_error
+
+DATABASE_RETRY_S = 5  # a database restart takes seconds: look again soon, without spinning
 
 
 class FitTask(Task):  # type: ignore[misc]
@@ -34,6 +38,12 @@ def fit_job(self: FitTask, job_id: str) -> None:
         run_job(job_id, context())
     except Busy as busy:
         raise self.retry(countdown=busy.retry_in_s, max_retries=None) from busy
+    except SQLAlchemyError as e:
+        # The job row could not be read or written: a failed task would be acked and a job still
+        # queued never delivered again. Deliver it again once the database is back.
+        if not unavailable(e):
+            raise
+        raise self.retry(countdown=DATABASE_RETRY_S, max_retries=None) from e
 
 
 @task_prerun.connect

@@ -33,6 +33,7 @@ from api.errors import (
     NoFile,
     QueueFull,
     QuotaExceeded,
+    StorageUnavailable,
     problems,
 )
 from api.schemas import JobCreate, JobPublic, JobsPublic, job_public
@@ -124,8 +125,16 @@ def submit(upload: Spooled, kind: str, options: JobCreate, idempotency_key: str 
               input_key=input_key(job_id, upload.path.suffix), options=options.model_dump(),
               idempotency_key=idempotency_key, request_hash=fingerprint, owner=owner,
               stored_bytes=upload.path.stat().st_size)
-    with upload.path.open("rb") as f:
-        storage.put(job.input_key, f)
+    try:
+        with upload.path.open("rb") as f:
+            storage.put(job.input_key, f)
+    except Exception as e:  # each store raises its own errors (OSError, botocore's, boto3's)
+        storage.delete(job_prefix(job_id))  # the job's folder, had the store made one
+        # The reason without the error's text, which names the server's paths or buckets.
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise StorageUnavailable(f"the artifact store did not take the upload ({reason}); "
+                                 "nothing was kept, try again later",
+                                 headers={"Retry-After": "30"}) from e
     try:
         jobs.add(session, job)
     except IntegrityError:
