@@ -4,13 +4,14 @@ bench/results/, and with --record the tables replace their section of bench/RESU
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from bench import audio, quality, sdf, speed
+from bench import audio, quality, sdf, soak, speed
 from bench.report import Section, save
 from model.signals import load_signal
 from model.signals.image import ImageSignal
@@ -42,6 +43,8 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], Section]] = {
     "quality": _fresh_cache(quality.run, DATA / "images" / "kodak"),
     "audio": _fresh_cache(audio.run, DATA / "audio"),
     "sdf": _fresh_cache(sdf.run, DATA / "meshes"),
+    "soak": soak.run_soak,
+    "load": soak.run_load,
 }
 
 
@@ -53,6 +56,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for CPU timings")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--record", action="store_true", help="write the tables into bench/RESULTS.md")
+    parser.add_argument("--duration", type=float, default=180, help="soak: seconds of load")
+    parser.add_argument("--quick", action="store_true", help=f"soak: {soak.QUICK_S} s only")
+    parser.add_argument("--clients", type=int, default=4,
+                        help="soak: client threads (load: 4x as many uploads, then renders, at once)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n## {name}\n", flush=True)
         section = SECTIONS[name](args)
         print(f"saved {save(section, args.record)}")
+        if section.data.get("lost"):  # soak, load: a job that never ended is a failure
+            sys.exit(f"{name}: {section.data['lost']} jobs lost")
 
 
 if __name__ == "__main__":
