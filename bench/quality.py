@@ -34,17 +34,20 @@ class Plan:
     note: str
 
 
+RANDOM_MAP_STEPS, RANDOM_MAP_LR = 60, 3e-4
+"""CPU-mode pretraining of the paper's random map: 3e-4 reproduced 99.0% of the labels in 50 steps
+and 100% in 100 (1e-4: 99.0% in 100; 1e-3 never left chance), where the paper runs 3000 steps."""
+
+
 def cpu_plan() -> Plan:
     fast = PRESETS["fast"]
-    # The paper's schedule shape (gamma, 20% experts-only) at the fast preset's budget, with the
-    # fast preset's manager pretraining: the paper's 3000 pretraining steps alone take minutes here.
-    schedule = replace(PRESETS["paper"], steps=fast.steps, pretrain_steps=fast.pretrain_steps,
-                       pretrain_lr=fast.pretrain_lr, pretrain_max_points=fast.pretrain_max_points,
-                       pretrain_cells=fast.pretrain_cells)
-    return Plan(("kodim19", "kodim05"), schedule, (1e-4, 3e-4, 1e-3),
+    schedule = replace(PRESETS["paper"], steps=fast.steps, pretrain_steps=RANDOM_MAP_STEPS,
+                       pretrain_lr=RANDOM_MAP_LR, pretrain_max_points=fast.pretrain_max_points)
+    return Plan(("kodim19", "kodim05"), schedule, (3e-4, 1e-3),
                 f"CPU mode: 2 images, {fast.steps} steps (the fast preset's budget) of the paper's "
-                f"schedule (gamma {schedule.lr_gamma}, last 20% experts only), with the fast "
-                f"preset's manager pretraining ({fast.pretrain_steps} steps).")
+                f"schedule (gamma {schedule.lr_gamma}, last 20% experts only, random-map "
+                f"pretraining for {RANDOM_MAP_STEPS} steps at lr {RANDOM_MAP_LR:g}); rates swept: "
+                f"3e-4 and 1e-3 (1e-4 trailed both for every model, 2e-3 diverged).")
 
 
 def full_plan() -> Plan:

@@ -27,7 +27,7 @@ def _our_step(model: NeuralExperts, signal: Signal, batch: Batch, compiled: bool
               rows: int) -> Callable[[], object]:
     """One step as model.fit runs it: micro-batched forward + backward, fused Adam."""
     loss_fn = make_loss_fn(model, signal, 0.0, compiled)
-    optimizer = make_adam([{"params": list(model.parameters())}], LR, torch.device("cpu"))
+    optimizer = make_adam(list(model.parameters()), LR, torch.device("cpu"))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from model.network import CPU_BATCH_ROWS, NeuralExperts, count_parameters
 from model.presets import FitPreset, model_config, preset
-from model.pretrain import coarse_grid, pretrained_model
-from model.signals.base import Batch, Grid, Signal
+from model.pretrain import pretrained_model
+from model.signals.base import Batch, Signal
 
 COMPILE_MIN_STEPS = 2000
 """`FitOptions.compile=None` compiles fits of at least this many steps: a cold compile of the
@@ -125,7 +125,7 @@ def fit(
     report = on_progress or (lambda p: None)
     report(Progress(0, schedule.steps, math.nan, math.nan, math.nan, "pretrain"))
     pretrained_model(
-        model, _pretrain_grid(signal, schedule), schedule.pretrain, schedule.pretrain_steps,
+        model, signal.grid, schedule.pretrain, schedule.pretrain_steps,
         schedule.pretrain_max_points, options.seed, cache_dir,
         signal.grid_values() if schedule.pretrain == "kmeans" else None, schedule.pretrain_lr,
     )
@@ -143,13 +143,6 @@ def fit(
         "fit": {**asdict(options), "schedule": asdict(schedule)},
     }
     return FitResult(model, metrics, config, history)
-
-
-def _pretrain_grid(signal: Signal, schedule: FitPreset) -> Grid:
-    """The signal's grid, or the preset's coarse one for the signal-independent maps."""
-    if schedule.pretrain_cells is None or schedule.pretrain == "kmeans":
-        return signal.grid
-    return coarse_grid(signal.grid, schedule.pretrain_cells)
 
 
 def _train(
@@ -172,10 +165,7 @@ def _train(
     rows = CPU_BATCH_ROWS if device.type == "cpu" else 1 << 62
 
     history: list[Progress] = []
-    optimizer = make_adam(
-        [{"params": experts}, {"params": others, "lr": schedule.lr * schedule.shared_lr_scale}],
-        schedule.lr, device,
-    )
+    optimizer = make_adam(experts + others, schedule.lr, device)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
     started = time.perf_counter()
     stage = "fit"
@@ -185,7 +175,7 @@ def _train(
             # continuing the decayed learning rate (method.md).
             for p in others:
                 p.requires_grad_(False)
-            optimizer = make_adam([{"params": experts}], float(scheduler.get_last_lr()[0]), device)
+            optimizer = make_adam(experts, float(scheduler.get_last_lr()[0]), device)
             scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
             stage = "experts"
         if should_stop():
@@ -215,10 +205,10 @@ def _should_compile(options: FitOptions, schedule: FitPreset) -> bool:
     return options.compile if options.compile is not None else schedule.steps >= COMPILE_MIN_STEPS
 
 
-def make_adam(groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.Adam:
+def make_adam(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
     # The fused kernel updates every parameter in one pass (the per-tensor loop took ~4% of a step).
     fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), fused=fused)
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=fused)
 
 
 def make_loss_fn(model: NeuralExperts, signal: Signal, balance_weight: float, compiled: bool) -> LossFn:

@@ -29,12 +29,6 @@ BALANCE_WEIGHT = 0.1  # method.md: + 0.1 * BCEWithLogits(logits, 1/K)
 PRETRAIN_LR = 1e-4  # Adam; the reference's pretraining rate
 
 
-def coarse_grid(grid: Grid, cells: int) -> Grid:
-    """A grid of about `cells` cells (the same count per axis) over `grid`'s domain."""
-    side = max(2, round(cells ** (1 / len(grid.shape))))
-    return Grid((side,) * len(grid.shape), grid.low, grid.high)
-
-
 def grid_labels(mode: str, grid: Grid, k: int, seed: int, values: Tensor | None = None) -> Tensor:
     """One expert label per grid cell, (prod(grid.shape),)."""
     n = int(np.prod(grid.shape))

@@ -1,5 +1,5 @@
 """The fast paths compute what the plain ones do: fused sine backward, micro-batched steps,
-routed rendering, the compiled step, the coarse pretraining grid."""
+routed rendering, the compiled step."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from torch import Tensor
 
 from model.fit import accumulate_gradients, balance_loss, make_loss_fn, split_batch
 from model.network import MLP, ModelConfig, NeuralExperts, _affine, _SineAffine
-from model.pretrain import coarse_grid
-from model.signals.base import Batch, Grid, reconstruction_loss
+from model.signals.base import Batch, reconstruction_loss
 
 
 @pytest.mark.parametrize(
@@ -122,9 +121,3 @@ def test_balance_loss_is_one_when_even_and_rises_when_collapsed() -> None:
     collapsed[:, 0] = 5
     assert balance_loss(even).item() == pytest.approx(1.0)
     assert balance_loss(collapsed).item() > 3
-
-
-def test_coarse_grid_keeps_the_domain_and_about_the_cells() -> None:
-    assert coarse_grid(Grid((512, 768), -1.0, 1.0), 16_384) == Grid((128, 128), -1.0, 1.0)
-    assert coarse_grid(Grid((300_000,), -100.0, 100.0), 16_384) == Grid((16_384,), -100.0, 100.0)
-    assert coarse_grid(Grid((64, 64, 64), -1.2, 1.2), 32_768) == Grid((32, 32, 32), -1.2, 1.2)
