@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bench import audio, quality, sdf, soak, speed
+from bench import audio, fast, quality, sdf, soak, speed
 from bench.report import Section, save
 from model.signals import load_signal
 from model.signals.image import ImageSignal
@@ -41,6 +41,7 @@ def _fresh_cache(run: Callable[[argparse.Namespace, Path, Path], Section], folde
 SECTIONS: dict[str, Callable[[argparse.Namespace], Section]] = {
     "speed": _speed,
     "quality": _fresh_cache(quality.run, DATA / "images" / "kodak"),
+    "fast": _fresh_cache(fast.run, DATA / "images" / "kodak"),
     "audio": _fresh_cache(audio.run, DATA / "audio"),
     "sdf": _fresh_cache(sdf.run, DATA / "meshes"),
     "soak": soak.run_soak,

@@ -1,0 +1,48 @@
+"""Why the `fast` preset is what it is: each of its choices undone, one at a time, at its own
+budget, against SIREN Base on the same schedule at its best rate (model/presets.py cites these)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from bench.quality import Runner
+from bench.report import Section, table
+from model.presets import PRESETS, FitPreset
+
+IMAGES = ("kodim19", "kodim05")
+SIREN_RATES = (5e-4, 1e-3)  # 2e-3 diverged for both models at this budget
+
+
+def variants(fast: FitPreset) -> dict[str, FitPreset]:
+    return {
+        "fast preset (bands, lr 1e-3, one stage)": fast,
+        "random map instead of bands (the paper's, 60 steps)": replace(
+            fast, pretrain="random", pretrain_steps=60),
+        "random map + load balance 1.0": replace(
+            fast, pretrain="random", pretrain_steps=60, balance_weight=1.0),
+        "bands + load balance 1.0": replace(fast, balance_weight=1.0),
+        "with the paper's 20% experts-only stage": replace(fast, experts_only_fraction=0.2),
+        "lr 5e-4": replace(fast, lr=5e-4),
+    }
+
+
+def run(args: argparse.Namespace, kodak: Path, cache_dir: Path) -> Section:
+    section = Section("fast")
+    fast = PRESETS["fast"]
+    fit_once = Runner(kodak, cache_dir)
+    rows: list[list[object]] = []
+    for label, schedule in variants(fast).items():
+        runs = [fit_once("neural-experts", None, image, schedule) for image in IMAGES]
+        rows.append([f"Neural Experts, {label}", *(f"{r.psnr:.2f}" for r in runs),
+                     " / ".join(f"{s:.2f}" for s in runs[0].shares), f"{runs[0].seconds:.0f}"])
+    for lr in SIREN_RATES:
+        runs = [fit_once("siren", lr, image, fast) for image in IMAGES]
+        rows.append([f"SIREN Base, lr {lr:g}", *(f"{r.psnr:.2f}" for r in runs), "-",
+                     f"{runs[0].seconds:.0f}"])
+    section.add(f"{fast.steps} steps each, PSNR on [0, 1]; seconds include pretraining when the "
+                f"cache was cold.\n")
+    section.add(table(["variant", *IMAGES, f"expert shares on {IMAGES[0]}", "seconds"], rows))
+    section.data = {"fast": asdict(fast), "runs": [asdict(r) for r in fit_once.runs]}
+    return section
