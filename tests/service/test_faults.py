@@ -54,7 +54,9 @@ def test_a_job_canceled_during_pretraining_stops_within_seconds(
     """Pretraining checks no cancel flag: past NEXP_CANCEL_GRACE_S the worker child ends."""
     with Image.open(kodak_crop) as image:  # a shape of its own: its pretraining is not cached
         image.crop((0, 0, 32, 20)).save(tmp_path / "strip.png")
-    job = submit(client, tmp_path / "strip.png", steps=50)
+    # The paper preset: its 3000 pretraining steps are a window long enough to cancel in
+    # (the fast preset's 20 band steps are over in well under a second).
+    job = submit(client, tmp_path / "strip.png", preset="paper", steps=50)
     wait_for(client, job["id"], lambda j: (j["progress"] or {}).get("stage") == "pretrain",
              "pretraining")
     asked = time.monotonic()
