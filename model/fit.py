@@ -113,7 +113,8 @@ def fit(
     `schedule` replaces the options' preset (with their steps / lr overrides still applied), for
     benchmarks and experiments that need a schedule no preset names.
     """
-    schedule = options.schedule() if schedule is None else schedule.with_overrides(options.steps, options.lr)
+    chosen = options.schedule() if schedule is None else schedule.with_overrides(options.steps, options.lr)
+    schedule = chosen.for_task(signal.task)
     if schedule.steps < 1:
         raise ValueError(f"steps must be >= 1, got {schedule.steps}")
     if not schedule.lr > 0:

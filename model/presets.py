@@ -88,13 +88,23 @@ class FitPreset:
     """Points per step: signals larger than this train on a fresh random subset each step."""
     report_every: int = 10
     """Steps between progress reports (each costs a host sync for the loss)."""
+    task_lr: tuple[tuple[str, float], ...] = ()
+    """(task, lr) pairs that replace `lr` for signals of that task: a rate tuned for images can
+    stall audio, whose coordinates span [-100, 100] (see the fast preset)."""
 
     def with_overrides(self, steps: int | None = None, lr: float | None = None) -> FitPreset:
+        """A user's steps / lr; an explicit lr applies to every task."""
         return replace(
             self,
             steps=self.steps if steps is None else steps,
             lr=self.lr if lr is None else lr,
+            task_lr=self.task_lr if lr is None else (),
         )
+
+    def for_task(self, task: str) -> FitPreset:
+        """This schedule as a fit of a `task` signal runs it: with that task's rate, if it has one."""
+        rates = dict(self.task_lr)
+        return replace(self, lr=rates[task], task_lr=()) if task in rates else self
 
 
 PRESETS: dict[str, FitPreset] = {
@@ -103,20 +113,27 @@ PRESETS: dict[str, FitPreset] = {
         steps=30_000, lr=1e-5, lr_gamma=0.9999, experts_only_fraction=0.2,
         pretrain="random", pretrain_steps=3000, pretrain_max_points=1 << 30,
     ),
-    # A short schedule for seconds-to-minutes fits, every choice measured on kodim19 at the paper's
-    # 128 x 128 protocol, 200 steps (bench/RESULTS.md, "fast preset"):
-    # - lr 1e-3: SIREN's best rate at this budget (48.6 dB; 2e-3 diverges for both models).
+    # A short schedule for seconds-to-minutes fits. Measured on Kodak at the paper's 128 x 128
+    # protocol (bench/RESULTS.md, sections "fast" and "quality"; PSNR on [0, 1]):
     # - grid (band) pretraining, not the paper's random map: with a random per-pixel map Neural
-    #   Experts stayed near 40 dB at any rate, balanced or not (a load-balance term kept the four
-    #   experts even and still gave 40.0 dB); with contiguous bands each expert starts on a region
-    #   and it reached 57.6 dB. A balance term on top of bands collapsed the fit (22.7 dB): 0.
+    #   Experts stayed near 40 dB after 200 steps at any rate, balanced or not (a load-balance
+    #   term kept the four experts even at lr 1e-3 and gave 40.0 dB), while SIREN reached 48.6;
+    #   with contiguous bands each expert starts on a region: 57.6 dB. A balance term on top of
+    #   bands broke the fit (22.7 dB), so balance_weight stays 0.
+    # - lr 1e-3, SIREN's best rate here too (2e-3 diverged for both models), decayed to 22% over
+    #   the 300 steps (gamma 0.995): at 0.9995 the last steps oscillated by up to 10 dB for both
+    #   models; with the decay, 300 steps gave kodim19 57.8 dB and kodim05 59.5 dB against
+    #   SIREN Base's 52.1 / 56.9 on this schedule (54.1 / 48.3 at its best other gamma).
+    # - audio at 3e-4: on bach (300 steps of 16k sampled points) 1e-3 left both models at the
+    #   signal's variance (MSE 0.024); Neural Experts / SIREN reached 4.3e-4 / 5.8e-4 at 3e-4,
+    #   9.0e-4 / 1.0e-3 at 1e-4.
     # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back 8-15 dB.
     # - 20 pretraining steps at 3e-4 reproduce 99.7% of the band labels (the random map needs
-    #   ~60): about 2 s, so a first fit of a new shape hides no pretraining.
+    #   ~60 for 99%): about 2 s, so a first fit of a new shape hides no pretraining.
     "fast": FitPreset(
-        steps=300, lr=1e-3, lr_gamma=0.9995, experts_only_fraction=0.0,
+        steps=300, lr=1e-3, lr_gamma=0.995, experts_only_fraction=0.0,
         pretrain="grid", pretrain_steps=20, pretrain_max_points=16_384, pretrain_lr=3e-4,
-        batch_points=65_536,
+        batch_points=65_536, task_lr=(("audio", 3e-4),),
     ),
 }
 
