@@ -25,7 +25,6 @@ def variants(fast: FitPreset) -> dict[str, FitPreset]:
             fast, pretrain="random", pretrain_steps=60, balance_weight=1.0),
         "bands + load balance 1.0": replace(fast, balance_weight=1.0),
         "with the paper's 20% experts-only stage": replace(fast, experts_only_fraction=0.2),
-        "lr 5e-4": replace(fast, lr=5e-4),
         "gamma 0.9995 (10% decay instead of 78%)": replace(fast, lr_gamma=0.9995),
     }
 
