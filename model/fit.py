@@ -124,14 +124,21 @@ def fit(
     model = build_model(signal, options).to(device)
 
     report = on_progress or (lambda p: None)
+    stop = should_stop or (lambda: False)
+
+    def check_cancel(step: int, loss: float) -> None:
+        if stop():  # the paper's 3000 pretraining steps take minutes on a CPU
+            raise FitCanceled(f"canceled at manager pretraining step {step} of {schedule.pretrain_steps}")
+
     report(Progress(0, schedule.steps, math.nan, math.nan, math.nan, "pretrain"))
     pretrained_model(
         model, signal.grid, schedule.pretrain, schedule.pretrain_steps,
         schedule.pretrain_max_points, options.seed, cache_dir,
         signal.grid_values() if schedule.pretrain == "kmeans" else None, schedule.pretrain_lr,
+        check_cancel,
     )
 
-    history = _train(model, signal, schedule, options, report, should_stop or (lambda: False))
+    history = _train(model, signal, schedule, options, report, stop)
     model.eval()
     metrics = signal.evaluate(model)
     config = {

@@ -124,10 +124,12 @@ def pretrained_model(
     cache_dir: Path | None,
     values: Tensor | None = None,
     lr: float = PRETRAIN_LR,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> bool:
     """Load `model` with pretrained weights from the cache, or pretrain and cache them.
 
-    Signal-dependent modes (k-means) are never cached. Returns True on a cache hit.
+    Signal-dependent modes (k-means) are never cached. Returns True on a cache hit. `on_step`
+    runs after every pretraining step; an exception it raises (a cancel) leaves no cache entry.
     """
     cacheable = cache_dir is not None and mode in ("random", "grid")
     path = None
@@ -138,7 +140,7 @@ def pretrained_model(
         if path.exists():
             model.load_state_dict(load_file(str(path), device=str(next(model.parameters()).device)))
             return True
-    pretrain_manager(model, grid, mode, steps, max_points, seed, values, lr=lr)
+    pretrain_manager(model, grid, mode, steps, max_points, seed, values, on_step, lr)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")

@@ -242,9 +242,10 @@ class Watchdog:
     """A thread beside the fit: every heartbeat it writes the latest progress and reads the
     cancel flag, so the fit loop's `should_stop` is a free in-memory check.
 
-    The fit checks the flag between steps only; if it has not stopped `cancel_grace_s` after a
-    cancel (manager pretraining has no check), the job is recorded canceled and this process
-    exits. Celery sees a lost worker and redelivers the message, which finds the job finished.
+    The fit checks the flag between steps (of pretraining and training) only; if it has not
+    stopped `cancel_grace_s` after a cancel (a torch.compile or one huge step in progress), the
+    job is recorded canceled and this process exits. Celery sees a lost worker and redelivers
+    the message, which finds the job finished.
     """
 
     def __init__(self, job_id: str, worker: str, ctx: Context) -> None:

@@ -51,10 +51,21 @@ def test_stage_two_trains_only_the_experts(
 
 def test_cancellation_stops_between_steps(kodak_crop: Path, pretrain_cache: Path) -> None:
     signal = load_signal(kodak_crop)
+    fit(signal, FitOptions(steps=1), cache_dir=pretrain_cache)  # pretraining now comes from the cache
     calls = iter(range(1000))
-    with pytest.raises(FitCanceled, match="step 3 of"):
+    with pytest.raises(FitCanceled, match="canceled at step 3 of 50"):
         fit(signal, FitOptions(steps=50), should_stop=lambda: next(calls) >= 3,
             cache_dir=pretrain_cache)
+
+
+def test_cancellation_stops_manager_pretraining_and_caches_nothing(kodak_crop: Path,
+                                                                    tmp_path: Path) -> None:
+    signal = load_signal(kodak_crop)
+    calls = iter(range(1000))
+    with pytest.raises(FitCanceled, match="pretraining step 3 of 3000"):
+        fit(signal, FitOptions(preset="paper", steps=10), should_stop=lambda: next(calls) >= 3,
+            cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_pretraining_is_cached_and_reused(kodak_crop: Path, tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_a_running_job_is_canceled_within_seconds(client: httpx.Client,
 
 def test_a_job_canceled_during_pretraining_stops_within_seconds(
         client: httpx.Client, kodak_crop: Path, tmp_path: Path) -> None:
-    """Pretraining checks no cancel flag: past NEXP_CANCEL_GRACE_S the worker child ends."""
+    """Manager pretraining checks the cancel flag between its steps, as the fit loop does."""
     with Image.open(kodak_crop) as image:  # a shape of its own: its pretraining is not cached
         image.crop((0, 0, 32, 20)).save(tmp_path / "strip.png")
     # The paper preset: its 3000 pretraining steps are a window long enough to cancel in
