@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU wheel from this machine's disk.
-# npm ci: three.js for the web page's 3D viewer, exactly as web/package-lock.json pins it.
+# npm ci: three.js (the web page's 3D viewer) and Swagger UI (/docs), exactly as
+# web/package-lock.json pins them; --ignore-scripts: no package's install script runs (one of
+# Swagger UI's dependencies would phone home).
 $(STAMP): pyproject.toml web/package-lock.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: install

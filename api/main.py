@@ -109,8 +109,9 @@ def add_problem_schema(app: FastAPI) -> None:
 def create_app() -> FastAPI:
     # JSON log lines from here on: uvicorn imports the app before it logs its first line.
     configure_logging(get_settings().log_level)
+    # /docs is api.routes.page's, with Swagger UI served from here, not a CDN; no /redoc.
     app = FastAPI(title="Neural Experts", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.registry = CollectorRegistry()
     errors.install(app)
     for module in (jobs, outputs):  # /v1: api.auth asks for a key

@@ -1,27 +1,44 @@
-"""The web page at `/`: static HTML, CSS and ES modules, plus three.js from web/node_modules.
+"""The web page at `/` and the API docs at `/docs`: static files, plus three.js and Swagger UI
+from web/node_modules.
 
 No templates and no build step: the page talks to the same /v1 API as any other client.
-three.js comes from the npm registry through web/package-lock.json (`make install` runs
-`npm ci`), never from a CDN, so the page works on machines without internet access.
+three.js and Swagger UI come from the npm registry through web/package-lock.json (`make install`
+runs `npm ci`), never from a CDN (FastAPI's default /docs loads Swagger UI from one), so both work
+on machines without internet access.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
-THREE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "three"
+NODE_MODULES = Path(__file__).resolve().parents[2] / "web" / "node_modules"
 
 router = APIRouter(include_in_schema=False)
 router.mount("/static", StaticFiles(directory=STATIC), name="static")
-# check_dir=False: the API still starts before `npm ci` has run; only the 3D viewer needs it.
-router.mount("/vendor/three", StaticFiles(directory=THREE, check_dir=False), name="three")
+# check_dir=False: the API still starts before `npm ci` has run; only the 3D viewer and the docs
+# page need these.
+router.mount("/vendor/three", StaticFiles(directory=NODE_MODULES / "three", check_dir=False),
+             name="three")
+router.mount("/vendor/swagger-ui", StaticFiles(directory=NODE_MODULES / "swagger-ui-dist",
+                                               check_dir=False), name="swagger-ui")
 
 
 @router.get("/")
 def index() -> FileResponse:
     return FileResponse(STATIC / "index.html")
+
+
+@router.get("/docs")
+def docs(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url, title=f"{request.app.title} - API docs",
+        swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url="/vendor/swagger-ui/swagger-ui.css",
+        swagger_favicon_url="/vendor/swagger-ui/favicon-32x32.png",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -183,7 +184,12 @@ def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
     metrics = client.get("/metrics").text
     assert 'nexp_jobs{status="succeeded"}' in metrics and "nexp_queue_depth" in metrics
     assert 'nexp_http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "Swagger" in docs.text
+    assets = re.findall(r"(?:src|href|url)[=:] ?['\"]([^'\"]+)['\"]", docs.text)
+    assert len(assets) >= 3 and "/openapi.json" in assets
+    for url in assets:  # all served from here: /docs works offline
+        assert url.startswith("/") and client.get(url).status_code == 200, url
 
 
 def test_every_operation_documents_its_responses(client: httpx.Client) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
+from tests.utils.service import Service
 from tests.utils.web import (
     FIT_TIMEOUT_MS,
     UPLOAD_CAP,
@@ -156,3 +157,22 @@ def test_job_list_cancels_and_deletes_a_job(page: Page, kodak_crop: Path, screen
     row.get_by_role("button", name=f"Delete {kodak_crop.name}").click()
     expect(page.locator(f'#jobs-list li[data-id="{job_id}"]')).to_have_count(0)
     expect(page.locator("#job")).to_be_hidden()
+
+
+def test_the_api_docs_render_offline(page: Page, service: Service, screenshots: Path) -> None:
+    """/docs loads Swagger UI from this server: with every other host cut off, it still works."""
+    outside: list[str] = []
+
+    def only_this_server(route: Route) -> None:
+        if route.request.url.startswith(service.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto("/docs")
+    expect(page.locator(".opblock-summary-path", has_text="/v1/jobs/{job_id}/query")).to_be_visible()
+    expect(page.locator(".info .title")).to_contain_text("Neural Experts")
+    assert outside == []
+    page.screenshot(path=screenshots / "docs.png")
