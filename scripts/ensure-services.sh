@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start the local services the test suite talks to, when they are not answering:
 # Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (database `test`); and install
-# Chromium for the browser tests when it is missing.
+# Chromium for the browser tests and docker-compose (to validate docker-compose.yml) when missing.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -28,6 +28,11 @@ fi
 # Playwright drives it through executable_path and never downloads a browser of its own.
 if [ ! -x /usr/bin/chromium ]; then
   as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null
+fi
+
+# Debian's docker-compose checks docker-compose.yml (tests/test_deploy.py); no Docker engine runs.
+if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq docker-compose >/dev/null
 fi
 
 echo "services: redis $(redis_up && echo up || echo down), postgres $(pg_up && echo up || echo down)"
