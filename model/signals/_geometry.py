@@ -144,6 +144,20 @@ def _check_counts(head: bytes, held: dict[str, int]) -> None:
                              f"file holds {count:,}: is it truncated?")
 
 
+def _check_off_counts(head: bytes, geometry: Geometry) -> None:
+    """An OFF file cut short still parses, into part of the shape: its header says how much."""
+    lines = (line.split(b"#")[0].strip() for line in head.splitlines())
+    tokens = b" ".join(line for line in lines if line).split()[1:4]  # after "OFF": V F E
+    if len(tokens) < 2 or not all(t.isdigit() for t in tokens[:2]):
+        raise ValueError("the header has no vertex and face counts")
+    vertices, faces = int(tokens[0]), int(tokens[1])
+    held_faces = 0 if geometry.faces is None else len(geometry.faces)
+    # Polygons are split into triangles, so a whole file holds at least the declared faces.
+    if len(geometry.vertices) != vertices or held_faces < faces:
+        raise ValueError(f"the header declares {vertices:,} vertices and {faces:,} faces, the "
+                         f"file holds {len(geometry.vertices):,} and {held_faces:,}: is it truncated?")
+
+
 def _read_trimesh(path: Path, fmt: str) -> Geometry:
     loaded: Any = trimesh.load(path, file_type=fmt, process=False)  # Trimesh, PointCloud or Scene
     if isinstance(loaded, trimesh.Scene):
@@ -170,6 +184,8 @@ def read_geometry(path: Path, max_points: int = MAX_POINTS) -> Geometry:
             geometry = _read_ply(path, head, max_points)
         else:
             geometry = _read_trimesh(path, fmt)
+            if fmt == "off":
+                _check_off_counts(head, geometry)
         faces = geometry.faces
         if faces is not None and not 0 <= faces.min() <= faces.max() < len(geometry.vertices):
             raise ValueError("a face refers to a missing vertex")

@@ -132,6 +132,19 @@ def test_every_mesh_format_is_sniffed_and_sampled(tmp_path: Path, file_type: str
     assert -1.1 < signal.sdf_gt(np.zeros((1, 3)))[0] < -0.9
 
 
+def test_an_off_file_of_quads_and_comments_is_read_whole(tmp_path: Path) -> None:
+    """A cube of six quads: split into twelve triangles, more faces than its header declares."""
+    box = trimesh.creation.box()
+    quads = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
+    lines = ["OFF", "# a cube", "8 6 0", *(" ".join(map(str, v)) for v in box.vertices),
+             *(f"4 {' '.join(map(str, q))}" for q in quads)]
+    path = tmp_path / "cube.off"
+    path.write_text("\n".join(lines) + "\n")
+    signal = load(path, **TINY)
+    assert signal.meta()["source"] == "mesh"
+    assert signal.sdf_gt(np.zeros((1, 3)))[0] < 0
+
+
 @pytest.mark.parametrize("head", [
     b"hello world\nthis is plain text\n",
     b"v is for vendetta\nf is for friday\n",

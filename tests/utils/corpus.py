@@ -217,6 +217,8 @@ SHAPES = {
     "ply binary truncated": BadFile("cut.ply", lambda: _half(_sphere_mesh("ply")), "undecodable", 422),
     "ply ascii truncated in its faces": BadFile(
         "cut-faces.ply", lambda: _sphere_mesh("ply", "ascii")[:-2000], "undecodable", 422),
+    "off truncated in its faces": BadFile(
+        "cut-faces.off", lambda: _sphere_mesh("off")[:-2000], "undecodable", 422),
     "ply claiming 10^9 vertices": BadFile(
         "billion.ply", lambda: _ply_points(_sphere_rows(10), declared=10**9), "too_large", 413),
     "ply with NaN coordinates": BadFile("nan.ply", lambda: _ply_points(_nan_rows()),
