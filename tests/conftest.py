@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from tests.utils.data import shared_data
+from tests.utils.signals import SDF_LOAD, bach_clip, seed_pretraining
 
 # Tests share 2 cores with each other and with a worker subprocess: one thread each.
 torch.set_num_threads(1)
@@ -30,3 +31,16 @@ def kodak_crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pretrain_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One manager-pretraining cache for the whole session, as a worker would keep."""
     return tmp_path_factory.mktemp("pretrain-cache")
+
+
+@pytest.fixture(scope="session")
+def bach(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return bach_clip(tmp_path_factory.mktemp("audio") / "bach-0.1s.wav", 0.1)
+
+
+@pytest.fixture(scope="session")
+def spot(pretrain_cache: Path) -> Path:
+    """Spot the cow (a triangle mesh); its fit skips pretraining (seed_pretraining says why)."""
+    path = shared_data("meshes", "spot.obj")
+    seed_pretraining(pretrain_cache, path, **SDF_LOAD)
+    return path

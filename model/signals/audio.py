@@ -27,6 +27,7 @@ from model.signals.base import (
     SignalError,
     SignalKind,
     argmax_values,
+    grid_batch,
     reconstruction_loss,
     register,
 )
@@ -110,12 +111,7 @@ class AudioSignal:
         }
 
     def batch(self, generator: torch.Generator, max_points: int) -> Batch:
-        coords = self.grid.coords(self.samples.device)
-        if coords.shape[0] <= max_points:
-            return Batch(coords, self.samples)
-        rows = torch.randint(0, coords.shape[0], (max_points,), generator=generator,
-                             device=self.samples.device)
-        return Batch(coords[rows], self.samples[rows])
+        return grid_batch(self.grid, self.samples, generator, max_points)
 
     def grid_values(self) -> Tensor:
         return self.samples

@@ -121,6 +121,16 @@ class SignalKind:
     """Named renderers: outputs[name](model, meta, **query) -> model.render.Rendered."""
 
 
+def grid_batch(grid: Grid, values: Tensor, generator: torch.Generator, max_points: int) -> Batch:
+    """Every grid point with its value, or `max_points` of them drawn at random: a large signal
+    trains on a fresh subset each step."""
+    coords = grid.coords(values.device)
+    if coords.shape[0] <= max_points:
+        return Batch(coords, values)
+    rows = torch.randint(0, coords.shape[0], (max_points,), generator=generator, device=values.device)
+    return Batch(coords[rows], values[rows])
+
+
 def expert_weights(logits: Tensor | None, values: Tensor) -> Tensor:
     """q_i(x) as (K, N): softmax of the manager (temperature 1); all ones for a SIREN."""
     if logits is None:

@@ -25,6 +25,7 @@ from model.signals.base import (
     SignalError,
     SignalKind,
     argmax_values,
+    grid_batch,
     reconstruction_loss,
     register,
 )
@@ -108,12 +109,7 @@ class ImageSignal:
         return {"height": height, "width": width, "channels": self.out_dim, "protocol": self.protocol}
 
     def batch(self, generator: torch.Generator, max_points: int) -> Batch:
-        coords = self.grid.coords(self.pixels.device)
-        if coords.shape[0] <= max_points:
-            return Batch(coords, self.pixels)
-        rows = torch.randint(0, coords.shape[0], (max_points,), generator=generator,
-                             device=self.pixels.device)
-        return Batch(coords[rows], self.pixels[rows])
+        return grid_batch(self.grid, self.pixels, generator, max_points)
 
     def grid_values(self) -> Tensor:
         return self.pixels

@@ -15,17 +15,13 @@ import httpx
 import pytest
 import redis
 
-from tests.utils.data import shared_data
 from tests.utils.jobs import context as job_context
-from tests.utils.service import Service
-from tests.utils.signals import bach_clip, seed_pretraining
+from tests.utils.service import Service, started
+from tests.utils.signals import SDF_LOAD
 from worker.context import Context
 from worker.settings import Settings
 
 REDIS = "redis://127.0.0.1:6379"
-# Small enough for one core in seconds, the same code paths as the defaults (tests/model/test_sdf).
-SDF_LOAD = {"surface_samples": 20_000, "pool_size": 20_000, "eval_resolution": 24,
-            "chamfer_points": 5_000, "trimap_band": 0.05}
 CAPS = {
     "NEXP_MAX_UPLOAD_BYTES": str(1 << 20),
     "NEXP_MAX_IMAGE_PIXELS": str(512 * 512),
@@ -65,24 +61,6 @@ def service_env(data: Path, pretrain_cache: Path, **overrides: str) -> dict[str,
     }
 
 
-def started(service: Service) -> Iterator[Service]:
-    try:
-        service.start_worker()
-        service.start_api()
-        yield service
-    finally:
-        service.stop_all()
-        forget_queue(service.env)
-
-
-def forget_queue(env: dict[str, str]) -> None:
-    """Drop what is left of the service's queue (redelivery retries) from Redis."""
-    if env.get("NEXP_BROKER_URL", "").startswith("redis://"):
-        client = redis.Redis.from_url(env["NEXP_BROKER_URL"])
-        queue = env["NEXP_QUEUE"]
-        client.delete(queue, f"_kombu.binding.{queue}")
-        client.close()
-
 
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory, pretrain_cache: Path) -> Iterator[Service]:
@@ -96,18 +74,6 @@ def client(service: Service) -> Iterator[httpx.Client]:
     with service.client() as client:
         yield client
 
-
-@pytest.fixture(scope="session")
-def bach(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return bach_clip(tmp_path_factory.mktemp("audio") / "bach-0.1s.wav", 0.1)
-
-
-@pytest.fixture(scope="session")
-def spot(pretrain_cache: Path) -> Path:
-    """Spot the cow (a triangle mesh); its fit skips pretraining (seed_pretraining says why)."""
-    path = shared_data("meshes", "spot.obj")
-    seed_pretraining(pretrain_cache, path, **SDF_LOAD)
-    return path
 
 
 @pytest.fixture

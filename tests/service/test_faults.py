@@ -13,8 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.service.conftest import redis_db, service_env, started
-from tests.utils.service import Service, assert_problem, create_job, submit, wait_for, wait_status
+from tests.service.conftest import redis_db, service_env
+from tests.utils.service import Service, assert_problem, create_job, started, submit, wait_for, wait_status
 
 
 def training(job: dict[str, Any]) -> bool:

@@ -19,7 +19,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from model.checkpoint import CONFIG, METRICS, WEIGHTS
-from tests.service.conftest import service_env, started
+from tests.service.conftest import service_env
 from tests.service.test_faults import training
 from tests.service.test_postgres import server_url
 from tests.utils.mounts import remount, tmpfs
@@ -29,6 +29,7 @@ from tests.utils.service import (
     Service,
     assert_problem,
     create_job,
+    started,
     stop,
     submit,
     wait_for,

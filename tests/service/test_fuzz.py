@@ -29,11 +29,11 @@ from schemathesis.checks import (
 
 from api.errors import PROBLEM_JSON
 from api.main import app
-from tests.service.conftest import CAPS, SDF_LOAD, redis_db, service_env, started
+from tests.service.conftest import CAPS, redis_db, service_env
 from tests.utils.app import api_key, bearer, settings
 from tests.utils.data import shared_data
-from tests.utils.service import Service, submit, wait_status
-from tests.utils.signals import seed_pretraining
+from tests.utils.service import Service, started, submit, wait_status
+from tests.utils.signals import SDF_LOAD, seed_pretraining
 
 # Per operation: ~15 operations x 20 examples, plus the coverage cases, is about a minute on
 # the 2 shared cores; derandomized so a failure reproduces on the next run.

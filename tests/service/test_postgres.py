@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tests.service.conftest import redis_db, service_env, started
-from tests.utils.service import Service, submit, wait_status
+from tests.service.conftest import redis_db, service_env
+from tests.utils.service import Service, started, submit, wait_status
 
 SERVER = "postgresql+psycopg://{user}@127.0.0.1:5432/test"
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.service.conftest import redis_db, service_env, started
+from tests.service.conftest import redis_db, service_env
 from tests.service.test_storage import Broken
-from tests.utils.service import START_TIMEOUT_S, Service, free_port, stop, submit, wait_status
+from tests.utils.service import START_TIMEOUT_S, Service, free_port, started, stop, submit, wait_status
 from worker import storage as storage_module
 from worker.settings import Settings
 from worker.storage import ArtifactNotFound, LocalStorage, S3Storage, make_storage, s3_client

@@ -13,13 +13,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from worker import jobs
 from worker.context import Context
@@ -173,3 +174,23 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["code"] == code, body
     assert body["status"] == status and body["title"] and body["detail"], body
     return body
+
+
+def started(service: Service) -> Iterator[Service]:
+    """The service running (worker, then API) until the generator closes; then its queue is gone."""
+    try:
+        service.start_worker()
+        service.start_api()
+        yield service
+    finally:
+        service.stop_all()
+        forget_queue(service.env)
+
+
+def forget_queue(env: dict[str, str]) -> None:
+    """Drop what is left of the service's queue (redelivery retries) from Redis."""
+    if env.get("NEXP_BROKER_URL", "").startswith("redis://"):
+        client = redis.Redis.from_url(env["NEXP_BROKER_URL"])
+        queue = env["NEXP_QUEUE"]
+        client.delete(queue, f"_kombu.binding.{queue}")
+        client.close()

@@ -15,6 +15,11 @@ from model.fit import FitOptions, fit
 from model.signals import load_signal
 from tests.utils.data import shared_data
 
+# Small SDF sampling and evaluation, so a 3D fit takes seconds on one core, through the same code
+# paths as the defaults (tests/model/test_sdf.py).
+SDF_LOAD = {"surface_samples": 20_000, "pool_size": 20_000, "eval_resolution": 24,
+            "chamfer_points": 5_000, "trimap_band": 0.05}
+
 
 def bach_clip(dest: Path, seconds: float) -> Path:
     """`seconds` of the paper's Bach recording from 2 s in (it opens with near silence)."""

@@ -8,17 +8,15 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.utils.service import Service
+from tests.utils.service import Service, started
+from tests.utils.signals import SDF_LOAD
 
 UPLOAD_CAP = 2 << 20  # the test inputs are far smaller; one test sends more
-# Small SDF sampling and evaluation, so a 3D fit takes seconds on one core.
-SDF_LOAD = {"surface_samples": 20_000, "pool_size": 20_000, "eval_resolution": 24,
-            "chamfer_points": 5_000, "trimap_band": 0.05}
 
 
 def running_service(data: Path, pretrain_cache: Path, **env: str) -> Iterator[Service]:
     """A worker and an API on `data`, as `make run` starts them, until the generator closes."""
-    service = Service(data, {
+    yield from started(Service(data, {
         "NEXP_DATA_DIR": str(data),
         "NEXP_CACHE_DIR": str(pretrain_cache),
         "NEXP_DEVICE": "cpu",
@@ -27,13 +25,7 @@ def running_service(data: Path, pretrain_cache: Path, **env: str) -> Iterator[Se
         "NEXP_LOAD_OPTIONS": json.dumps({"sdf": SDF_LOAD}),
         "NEXP_MAX_UPLOAD_BYTES": str(UPLOAD_CAP),
         **env,
-    })
-    try:
-        service.start_worker()
-        service.start_api()
-        yield service
-    finally:
-        service.stop_all()
+    }))
 
 
 FIT_TIMEOUT_MS = 180_000  # tiny fits, but the worker shares 2 cores with the API and the browser

@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Error, Page, sync_playwright
 
-from tests.utils.data import shared_data
 from tests.utils.service import Service
-from tests.utils.signals import bach_clip, seed_pretraining
-from tests.utils.web import SDF_LOAD, running_service
+from tests.utils.web import running_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling Google's hosts, which a closed
@@ -62,15 +60,3 @@ def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
 
-
-@pytest.fixture(scope="session")
-def bach(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return bach_clip(tmp_path_factory.mktemp("audio") / "bach-0.1s.wav", 0.1)
-
-
-@pytest.fixture(scope="session")
-def spot(pretrain_cache: Path) -> Path:
-    """Spot the cow; its fit skips the minutes-long 3D pretraining (seed_pretraining says why)."""
-    path = shared_data("meshes", "spot.obj")
-    seed_pretraining(pretrain_cache, path, **SDF_LOAD)
-    return path
