@@ -116,8 +116,8 @@ def create_app() -> FastAPI:
     errors.install(app)
     for module in (jobs, outputs):  # /v1: api.auth asks for a key
         app.include_router(module.router, responses=errors.problems(401))
-    for module in (health, page):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    page.install(app)
     # The last middleware added runs first: metrics see every answer, the 401s and 413s included,
     # and a request without a valid key is refused before its body is read.
     app.add_middleware(BodySizeLimit,

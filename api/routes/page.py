@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -20,13 +20,6 @@ STATIC = Path(__file__).resolve().parents[1] / "static"
 NODE_MODULES = Path(__file__).resolve().parents[2] / "web" / "node_modules"
 
 router = APIRouter(include_in_schema=False)
-router.mount("/static", StaticFiles(directory=STATIC), name="static")
-# check_dir=False: the API still starts before `npm ci` has run; only the 3D viewer and the docs
-# page need these.
-router.mount("/vendor/three", StaticFiles(directory=NODE_MODULES / "three", check_dir=False),
-             name="three")
-router.mount("/vendor/swagger-ui", StaticFiles(directory=NODE_MODULES / "swagger-ui-dist",
-                                               check_dir=False), name="swagger-ui")
 
 
 @router.get("/")
@@ -42,3 +35,15 @@ def docs(request: Request) -> HTMLResponse:
         swagger_css_url="/vendor/swagger-ui/swagger-ui.css",
         swagger_favicon_url="/vendor/swagger-ui/favicon-32x32.png",
     )
+
+
+def install(app: FastAPI) -> None:
+    """The page's routes, and its static folders mounted on the app itself (a Mount inside an
+    included router is dropped by older FastAPI releases)."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # check_dir=False: the API still starts before `npm ci` has run; only the 3D viewer and the
+    # docs page need these.
+    for name, package in (("three", "three"), ("swagger-ui", "swagger-ui-dist")):
+        app.mount(f"/vendor/{name}", StaticFiles(directory=NODE_MODULES / package, check_dir=False),
+                  name=name)
