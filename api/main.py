@@ -23,9 +23,9 @@ from api.middleware import BodySizeLimit, RequestId
 from api.routes import health, jobs, outputs, page
 from api.services import Services
 from worker import keys
-from worker.celery_app import publish_fit
+from worker.celery_app import publish_fit, queue_depth
 from worker.logs import configure_logging
-from worker.recovery import recover_stale_jobs
+from worker.recovery import recover_stale_jobs, republish_lost_messages
 from worker.retention import expire_jobs
 from worker.settings import get_settings
 
@@ -38,13 +38,18 @@ Every error is `application/problem+json` with a machine-readable `code`. Once A
 
 
 async def recover_forever(services: Services) -> None:
-    """Requeue (or fail) running jobs whose worker went silent, every half staleness period."""
+    """Every half staleness period: requeue (or fail) running jobs whose worker went silent, and
+    publish again queued jobs whose message the broker lost."""
     enqueue = partial(publish_fit, services.celery)
+    depth = partial(queue_depth, services.celery)
     while True:
         try:
             requeued = await run_in_threadpool(recover_stale_jobs, services.ctx, enqueue)
             if requeued:
                 log.warning("requeued jobs whose worker went silent: %s", ", ".join(requeued))
+            lost = await run_in_threadpool(republish_lost_messages, services.ctx, enqueue, depth)
+            if lost:
+                log.warning("published again queued jobs missing from the broker: %s", ", ".join(lost))
         except Exception:  # the database or broker is away: try again next round
             log.exception("stale-job recovery failed")
         await asyncio.sleep(services.ctx.settings.stale_after_s / 2)

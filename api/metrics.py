@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker import jobs
+from worker.celery_app import queue_depth
 from worker.context import Context
 from worker.jobs import Job, Status
 
@@ -79,9 +80,7 @@ class JobsCollector(Collector):
         with self.ctx.sessions() as session:
             yield from job_times(session)
         try:
-            with self.celery.connection_for_read() as conn:
-                queue = self.celery.conf.task_default_queue
-                depth = conn.default_channel.queue_declare(queue).message_count
+            depth = queue_depth(self.celery)
         except Exception:  # a scrape must not fail because the broker is away: readyz says so
             log.warning("queue depth unavailable", exc_info=True)
             return

@@ -121,6 +121,12 @@ def _child_started(**_: object) -> None:
     reset_after_fork()
 
 
+def queue_depth(celery: Celery) -> int:
+    """Messages waiting in the fit queue. Raises kombu's OperationalError when the broker is away."""
+    with celery.connection_for_read() as conn:
+        return int(conn.default_channel.queue_declare(celery.conf.task_default_queue).message_count)
+
+
 def publish_fit(celery: Celery, job_id: str) -> None:
     """Queue one delivery of a job. Raises kombu's OperationalError when the broker is away."""
     celery.send_task(

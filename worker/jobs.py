@@ -144,6 +144,12 @@ def queued(session: Session) -> int:
     return session.scalar(select(func.count()).where(Job.status == Status.QUEUED)) or 0
 
 
+def queued_before(session: Session, before: datetime) -> list[str]:
+    """Ids of the jobs queued, and unchanged, since before `before`: oldest first."""
+    return list(session.scalars(select(Job.id).where(Job.status == Status.QUEUED, Job.updated_at < before)
+                                .order_by(Job.updated_at)))
+
+
 def active(session: Session, owner: str | None) -> int:
     """`owner`'s jobs queued or running."""
     return session.scalar(select(func.count()).where(owned_by(owner), Job.status.in_(ACTIVE))) or 0

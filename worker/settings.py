@@ -35,7 +35,8 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
     NEXP_TIME_LIMIT_GRACE_S   hard limit = soft + grace: a child ignoring the soft one is killed
     NEXP_MAX_ATTEMPTS         deliveries of one job before it fails `worker_lost` (poison cap)
     NEXP_HEARTBEAT_S          how often a running job writes progress and reads its cancel flag
-    NEXP_STALE_AFTER_S        a running job silent this long has lost its worker and is requeued
+    NEXP_STALE_AFTER_S        a running job silent this long has lost its worker and is requeued;
+                              queued jobs this old without a broker message are published again
     NEXP_CANCEL_GRACE_S       a cancel not honoured between steps this long ends the worker child
     NEXP_DEVICE               torch device for fits: auto | cpu | cuda | cuda:N
     NEXP_TORCH_THREADS        torch intra-op threads per process (0 = torch's default)

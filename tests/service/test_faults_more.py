@@ -165,6 +165,22 @@ def test_a_redis_restart_mid_fit_loses_no_job(private: Service, own_redis: Redis
             assert_succeeded(client, artifacts, each)
 
 
+def test_a_queued_job_whose_message_a_bare_redis_restart_lost_runs(
+        private: Service, own_redis: RedisServer, kodak_crop: Path) -> None:
+    """Redis restarted without its append-only file: the queued job's message is gone. The API
+    sees fewer messages than jobs queued for over NEXP_STALE_AFTER_S and publishes it again."""
+    with private.client() as client:
+        stop(private.processes["worker"])  # nobody takes the message before Redis loses it
+        job = submit(client, kodak_crop, steps=5)
+        own_redis.stop()
+        own_redis.forget()
+        own_redis.start()
+        republished = private.logs_from_now("api", b"missing from the broker: " + job["id"].encode())
+        private.start_worker()
+        assert_succeeded(client, private.data / "artifacts", job)
+        assert republished(), private.logs()
+
+
 def test_an_api_restart_while_jobs_run_loses_nothing(private: Service, kodak_crop: Path) -> None:
     artifacts = private.data / "artifacts"
     with private.client() as client:

@@ -7,6 +7,7 @@ import subprocess
 import time
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,10 @@ from model.fit import FitDiverged
 from model.signals import SignalError
 from tests.utils.jobs import add_job
 from worker import jobs, runner
+from worker.celery_app import make_celery, prepare_broker, publish_fit, queue_depth
 from worker.context import Context
 from worker.jobs import Status
-from worker.recovery import recover_stale_jobs
+from worker.recovery import recover_stale_jobs, republish_lost_messages
 from worker.storage import checkpoint_key, checkpoint_prefix
 
 
@@ -169,3 +171,20 @@ def test_orphaned_running_jobs_are_requeued_or_failed(ctx: Context) -> None:
                     for j in (orphan.id, spent.id, alive.id)}
     assert statuses == {orphan.id: Status.QUEUED, spent.id: Status.FAILED,
                         alive.id: Status.RUNNING}
+
+
+def test_queued_jobs_missing_from_the_broker_are_published_again(ctx: Context) -> None:
+    """On a real (embedded, filesystem) broker: a message per old queued job means no action."""
+    prepare_broker(ctx.settings)
+    celery = make_celery(ctx.settings)
+    depth = partial(queue_depth, celery)
+    enqueue = partial(publish_fit, celery)
+    old = jobs.utcnow() - timedelta(seconds=2 * ctx.settings.stale_after_s)
+    with ctx.sessions() as session:
+        lost = add_job(session, updated_at=old)
+        add_job(session)  # just queued: its message may still be on its way
+        add_job(session, status=Status.RUNNING, updated_at=old)
+    assert republish_lost_messages(ctx, enqueue, depth) == [lost.id]
+    assert depth() == 1
+    assert republish_lost_messages(ctx, enqueue, depth) == []  # the broker holds its message now
+    assert depth() == 1

@@ -3,6 +3,7 @@ never restarted: other test runs on this machine are using it."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -46,6 +47,11 @@ class RedisServer:
         if self.process is not None:
             stop(self.process, signal.SIGTERM)
             self.process = None
+
+    def forget(self) -> None:
+        """Remove the append-only file: the next start is a Redis that kept nothing on disk."""
+        assert self.process is None, "stop the server first"
+        shutil.rmtree(self.folder / "appendonlydir", ignore_errors=True)
 
     def answers(self) -> bool:
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
