@@ -99,7 +99,7 @@ class QueryPublic(BaseModel):
 def job_urls(job_id: str, kind: str) -> dict[str, str]:
     base = f"/v1/jobs/{job_id}"
     outputs = kinds()[kind].outputs if kind in kinds() else {}
-    actions = ["events", "cancel", "metrics", "weights", "query", *outputs]
+    actions = ["events", "cancel", "input", "metrics", "weights", "query", *outputs]
     return {"self": base, **{name: f"{base}/{name}" for name in actions}}
 
 

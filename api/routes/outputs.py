@@ -1,4 +1,5 @@
-"""What a succeeded job's model holds: renders, metrics, weights, raw coordinate queries.
+"""What a succeeded job's model holds: renders, metrics, weights, raw coordinate queries; and
+the upload itself, kept for as long as the job.
 
 Renders come from the saved checkpoint and run in threads of their own (api.rendering), so a slow
 render never stalls the event loop that answers polls and uploads.
@@ -9,7 +10,9 @@ from __future__ import annotations
 import inspect
 import io
 import zipfile
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 
@@ -142,6 +145,25 @@ def weights(job: JobDep, storage: StorageDep) -> Response:
             archive.writestr(name, storage.get(checkpoint_key(job.id, name)))
     return Response(buffer.getvalue(), media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'})
+
+
+# Uploads served by their suffix as these types, else as bytes to save: never as a type a browser
+# would run (an upload named .html is sniffed by content, stored as input.html, served as bytes).
+INPUT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+               ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"}
+
+
+@router.get("/input", response_class=Response,
+            responses=media("The uploaded file, byte for byte", *sorted(set(INPUT_TYPES.values())),
+                            "application/octet-stream"),
+            summary="The upload, as it was sent (any status)")
+def upload(job: JobDep, storage: StorageDep) -> Response:
+    data = storage.get(job.input_key)  # written before the job's row, deleted after it
+    media_type = INPUT_TYPES.get(PurePosixPath(job.input_key).suffix, "application/octet-stream")
+    return Response(data, media_type=media_type, headers={
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(job.filename)}",
+        "X-Content-Type-Options": "nosniff",
+    })
 
 
 # 400: a body FastAPI cannot even decode as text (not UTF-8), before any validation.

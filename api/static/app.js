@@ -19,7 +19,18 @@ const POLL_MS = 4000; // job list refresh while some job is queued or running
 const PAGE_SIZE = 20;
 const MAX_LISTED = 100; // the API's largest page (GET /v1/jobs?limit=)
 
-const originals = new Map(); // job id -> object URL of the file this browser uploaded
+// job id -> object URL of the upload: the file this browser sent, or else fetched from the API
+const originals = new Map();
+
+/** The upload's object URL (a promise), fetched from `/input` once when this tab did not send it. */
+function originalUrl(job) {
+  if (!originals.has(job.id)) {
+    const fetched = api.getBlob(job.urls.input).then((blob) => URL.createObjectURL(blob));
+    fetched.catch(() => originals.delete(job.id)); // the next view of the job asks again
+    originals.set(job.id, fetched);
+  }
+  return Promise.resolve(originals.get(job.id));
+}
 const state = {
   job: null, points: [], metricName: "", stopFollowing: null, unmountView: null, listed: PAGE_SIZE,
 };
@@ -168,9 +179,8 @@ function showResult(job) {
   const template = document.getElementById(`view-${job.kind}`);
   if (!template) return;
   result.append(template.content.cloneNode(true));
-  const original = originals.get(job.id) || null;
-  if (job.kind === "image") state.unmountView = mountImageView(result, job, original, jobError);
-  if (job.kind === "audio") state.unmountView = mountAudioView(result, job, original, jobError);
+  if (job.kind === "image") state.unmountView = mountImageView(result, job, originalUrl(job), jobError);
+  if (job.kind === "audio") state.unmountView = mountAudioView(result, job, originalUrl(job), jobError);
   if (job.kind === "sdf") {
     // three.js is large: load it only when a 3D result is shown.
     import("./mesh-view.js")
@@ -250,7 +260,7 @@ async function cancel(id) {
 async function remove(id) {
   if (!window.confirm("Delete this job and all its outputs?")) return;
   await api.deleteJob(id);
-  if (originals.has(id)) URL.revokeObjectURL(originals.get(id));
+  if (originals.has(id)) Promise.resolve(originals.get(id)).then(URL.revokeObjectURL, () => {});
   originals.delete(id);
   if (state.job?.id === id) closeJob();
   refreshJobs();

@@ -57,7 +57,7 @@ function fillLegend(list, segments) {
 
 /**
  * Fill the cloned `view-audio` template in `root` for a succeeded audio `job`; `originalUrl`
- * is the upload's object URL or null.
+ * is a promise of the upload's object URL.
  */
 export function mountAudioView(root, job, originalUrl, showError) {
   const $ = (id) => root.querySelector(`#${id}`);
@@ -72,15 +72,9 @@ export function mountAudioView(root, job, originalUrl, showError) {
     $("audio-reconstruction").src = reconUrl;
     fillLegend($("expert-legend"), experts.segments);
     drawWave($("wave-reconstruction"), await decode(wav), experts.segments);
-    if (!originalUrl) {
-      $("wave-original").closest("figure").replaceWith(Object.assign(document.createElement("p"), {
-        className: "hint",
-        textContent: "The original is only at hand in the browser that uploaded it.",
-      }));
-      return;
-    }
-    $("audio-original").src = originalUrl;
-    const original = await decode(await (await fetch(originalUrl)).blob());
+    const url = await originalUrl;
+    $("audio-original").src = url;
+    const original = await decode(await (await fetch(url)).blob());
     drawWave($("wave-original"), original, experts.segments);
   }
 

@@ -53,7 +53,7 @@ function loaded(img, url) {
 
 /**
  * Fill the cloned `view-image` template in `root` for a succeeded image `job`. `originalUrl` is
- * the upload (an object URL of the file this browser sent), or null when it is not at hand.
+ * a promise of the upload's object URL.
  */
 export function mountImageView(root, job, originalUrl, showError) {
   const $ = (id) => root.querySelector(`#${id}`);
@@ -83,15 +83,7 @@ export function mountImageView(root, job, originalUrl, showError) {
     native = { width: recon.naturalWidth, height: recon.naturalHeight };
     $("reconstruction-size").textContent = `(${native.width} × ${native.height} px)`;
     await render("experts-overlay", "experts", native);
-    if (!originalUrl) {
-      $("original").closest(".stage").replaceWith(Object.assign(document.createElement("p"), {
-        className: "hint",
-        textContent: "The original is only at hand in the browser that uploaded it.",
-      }));
-      $("error-map").closest("figure").hidden = true;
-      return;
-    }
-    const original = await loaded($("original"), originalUrl);
+    const original = await loaded($("original"), await originalUrl);
     $("original-size").textContent = `(${original.naturalWidth} × ${original.naturalHeight} px)`;
     const max = drawErrorMap($("error-map"), original, recon);
     $("error-scale").textContent = `(black 0 → yellow ${max.toFixed(3)})`;

@@ -93,7 +93,7 @@ def test_a_job_is_its_keys_alone(keyed: Keyed, kodak_crop: Path) -> None:
         urls = job["urls"]
         for method, url in [("GET", urls["self"]), ("GET", urls["events"]),
                             ("GET", urls["reconstruction"]), ("GET", urls["experts"]),
-                            ("GET", urls["metrics"]), ("GET", urls["weights"]),
+                            ("GET", urls["metrics"]), ("GET", urls["weights"]), ("GET", urls["input"]),
                             ("POST", urls["cancel"]), ("DELETE", urls["self"])]:
             assert_problem(b.request(method, url), 404, "job_not_found")
         assert_problem(b.post(urls["query"], json={"coords": [[0.0, 0.0]]}), 404, "job_not_found")

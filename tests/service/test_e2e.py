@@ -59,6 +59,9 @@ def test_an_image_is_fitted_and_served(client: httpx.Client, kodak_crop: Path,
     with Image.open(io.BytesIO(get(client, job, "experts").content)) as experts:
         assert experts.size == (32, 32) and experts.mode == "RGB"
     assert get(client, job, "metrics").json() == job["metrics"]
+    upload = get(client, job, "input")
+    assert upload.content == kodak_crop.read_bytes() and upload.headers["content-type"] == "image/png"
+    assert upload.headers["content-disposition"] == "attachment; filename*=UTF-8''kodim19-32.png"
 
     with zipfile.ZipFile(io.BytesIO(get(client, job, "weights").content)) as archive:
         archive.extractall(tmp_path)
@@ -86,6 +89,8 @@ def test_an_audio_clip_is_fitted_and_served(client: httpx.Client, bach: Path) ->
     assert len(labels["expert_ids"]) == 800 and labels["segments"]
     plot = get(client, job, "experts", format="png")
     assert plot.headers["content-type"] == "image/png"
+    upload = get(client, job, "input")
+    assert upload.content == bach.read_bytes() and upload.headers["content-type"] == "audio/wav"
     assert_problem(client.get(job["urls"]["reconstruction"], params={"width": 10}), 422,
                    "invalid_option")
 
@@ -104,6 +109,9 @@ def test_a_mesh_is_fitted_and_served(client: httpx.Client, spot: Path) -> None:
     assert get(client, job, "mesh", resolution=16, format="obj").content.lstrip().startswith(
         (b"v ", b"#"))
     assert get(client, job, "mesh", resolution=16, format="glb").content[:4] == b"glTF"
+    upload = get(client, job, "input")  # OBJ text: bytes to save, never a page to show
+    assert upload.content == spot.read_bytes()
+    assert upload.headers["content-type"] == "application/octet-stream"
 
     polls = polls_during(client, job, lambda c: get(c, job, "mesh", resolution=32, experts="true"))
     assert polls >= 3, "polls waited for a render"

@@ -53,12 +53,14 @@ def test_image_fit_shows_training_reconstruction_and_super_resolution(
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "wider than a phone"
     page.screenshot(path=screenshots / "image-phone.png", full_page=True)
 
-    # Another tab, opened on the job's link: the upload is not at hand there, the model is.
+    # Another tab, opened on the job's link: the upload comes from the API there.
     job_id = page.locator("#jobs-list li.selected").get_attribute("data-id")
     other = page.context.new_page()
-    other.goto(f"/#job={job_id}")
+    with other.expect_request(re.compile(rf"/v1/jobs/{job_id}/input$")):
+        other.goto(f"/#job={job_id}")
     wait_loaded(other, "#reconstruction", 32)
-    expect(other.locator("#result .hint")).to_contain_text("only at hand in the browser")
+    wait_loaded(other, "#original", 32)
+    expect(other.locator("#error-scale")).to_contain_text("yellow")
     other.screenshot(path=screenshots / "image-linked.png", full_page=True)
 
 
