@@ -20,8 +20,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,36 +211,43 @@ def settings_of(stack: Stack) -> dict[str, str]:
             if k not in ("NEXP_DATA_DIR", "NEXP_BROKER_URL", "NEXP_QUEUE")}
 
 
-def run_soak(args: argparse.Namespace) -> Section:
-    duration = QUICK_S if args.quick else args.duration
-    section = Section("soak")
-    with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
+@contextmanager
+def warm_stack(prefix: str) -> Iterator[tuple[Stack, list[Path]]]:
+    """A private service with its inputs, each kind fitted once (warm_up), stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         stack = Stack(Path(tmp) / "service")
         stack.start()
         try:
             inputs = make_inputs(Path(tmp))
             warm_up(stack.url, inputs)
-            tally = Tally()
-            began = time.monotonic()
-            stop_at = began + duration
-            clients = [threading.Thread(target=client_loop, daemon=True,
-                                        args=(stack.url, inputs, tally, i, stop_at))
-                       for i in range(args.clients)]
-            for thread in clients:
-                thread.start()
-            time.sleep(duration / 2)
-            stack.kill_worker(1)
-            killed = time.monotonic() - began
-            time.sleep(RESTART_AFTER_S)
-            stack.start_worker(1)
-            restarted = time.monotonic() - began
-            for thread in clients:
-                thread.join()
-            ends = settle(stack.url, tally, time.monotonic() + DRAIN_S)
-            timeline = {"duration": duration, "worker_killed_at": killed,
-                        "worker_restarted_at": restarted, "settled_at": time.monotonic() - began}
+            yield stack, inputs
         finally:
             stack.stop()
+
+
+def run_soak(args: argparse.Namespace) -> Section:
+    duration = QUICK_S if args.quick else args.duration
+    section = Section("soak")
+    with warm_stack("bench-soak-") as (stack, inputs):
+        tally = Tally()
+        began = time.monotonic()
+        stop_at = began + duration
+        clients = [threading.Thread(target=client_loop, daemon=True,
+                                    args=(stack.url, inputs, tally, i, stop_at))
+                   for i in range(args.clients)]
+        for thread in clients:
+            thread.start()
+        time.sleep(duration / 2)
+        stack.kill_worker(1)
+        killed = time.monotonic() - began
+        time.sleep(RESTART_AFTER_S)
+        stack.start_worker(1)
+        restarted = time.monotonic() - began
+        for thread in clients:
+            thread.join()
+        ends = settle(stack.url, tally, time.monotonic() + DRAIN_S)
+        timeline = {"duration": duration, "worker_killed_at": killed,
+                    "worker_restarted_at": restarted, "settled_at": time.monotonic() - began}
     section.add(f"{args.clients} clients for {duration} s against the API and {stack.workers} "
                 f"workers; worker 1 SIGKILLed at {killed:.0f} s and restarted at "
                 f"{restarted:.0f} s.\n")
@@ -252,32 +260,25 @@ def run_soak(args: argparse.Namespace) -> Section:
 def run_load(args: argparse.Namespace) -> Section:
     count = args.clients * 4
     section = Section("load")
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-        stack = Stack(Path(tmp) / "service")
-        stack.start()
-        try:
-            inputs = make_inputs(Path(tmp))
-            warm_up(stack.url, inputs)
-            tally = Tally()
-            began = time.monotonic()
-            with httpx.Client(base_url=stack.url, timeout=REQUEST_TIMEOUT_S,
-                              limits=httpx.Limits(max_connections=count)) as client, \
-                    ThreadPoolExecutor(count) as pool:
-                jobs = [j for j in pool.map(lambda i: submit(client, inputs[i % 2], tally),
-                                            range(count)) if j is not None]
-                uploaded = time.monotonic() - began
-                deadline = time.monotonic() + DRAIN_S
-                done = list(pool.map(lambda j: follow(client, j, tally, deadline), jobs))
-                ends = settle(stack.url, tally, deadline)
-                settled = time.monotonic() - began
-                succeeded = [j for j in done if j["status"] == "succeeded"]
-                if succeeded:
-                    list(pool.map(lambda i: render(client, succeeded[i % len(succeeded)], tally,
-                                                   16 + i), range(count)))
-            timeline = {"uploaded_at": uploaded, "settled_at": settled,
-                        "rendered_at": time.monotonic() - began}
-        finally:
-            stack.stop()
+    with warm_stack("bench-load-") as (stack, inputs):
+        tally = Tally()
+        began = time.monotonic()
+        with httpx.Client(base_url=stack.url, timeout=REQUEST_TIMEOUT_S,
+                          limits=httpx.Limits(max_connections=count)) as client, \
+                ThreadPoolExecutor(count) as pool:
+            jobs = [j for j in pool.map(lambda i: submit(client, inputs[i % 2], tally),
+                                        range(count)) if j is not None]
+            uploaded = time.monotonic() - began
+            deadline = time.monotonic() + DRAIN_S
+            done = list(pool.map(lambda j: follow(client, j, tally, deadline), jobs))
+            ends = settle(stack.url, tally, deadline)
+            settled = time.monotonic() - began
+            succeeded = [j for j in done if j["status"] == "succeeded"]
+            if succeeded:
+                list(pool.map(lambda i: render(client, succeeded[i % len(succeeded)], tally,
+                                               16 + i), range(count)))
+        timeline = {"uploaded_at": uploaded, "settled_at": settled,
+                    "rendered_at": time.monotonic() - began}
     section.add(f"{count} uploads at once, then {count} renders at once, against the API and "
                 f"{stack.workers} workers.\n")
     report(section, tally, ends, timeline)
