@@ -304,8 +304,9 @@ class ModelConfig:
 
 CPU_BATCH_ROWS = 4096
 """Rows per GEMM run on a CPU, for rendering chunks and training micro-batches: a (N, 128) x
-(128, 128) GEMM ran at 85 GFLOPS per core with N = 4096 against 67 with N = 16384 here (2-core
-EPYC), and the activations of 4096 rows stay in the 2 MB L2 (bench/RESULTS.md)."""
+(128, 128) GEMM ran at 85 GFLOPS per core with N = 4096 against 67 with N = 16384 on a 2-core
+EPYC, where the activations of 4096 rows stay in the 2 MB L2; on a 2-core Xeon the sweep in
+bench/RESULTS.md ("Rows per GEMM run") was flat within its noise from 2048 to 16384."""
 GPU_RENDER_CHUNK = 1 << 18  # a GPU wants big launches; dense activations of the largest preset ~0.5 GB
 
 

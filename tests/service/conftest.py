@@ -54,7 +54,7 @@ def service_env(data: Path, pretrain_cache: Path, **overrides: str) -> dict[str,
         "NEXP_DEVICE": "cpu",
         "NEXP_TORCH_THREADS": "1",  # 2 cores for the tests, the API and the worker together
         "NEXP_HEARTBEAT_S": "0.2",  # progress and cancels reach the job row quickly
-        "NEXP_CANCEL_GRACE_S": "3",  # a cancel during pretraining ends the child this soon
+        "NEXP_CANCEL_GRACE_S": "3",  # a cancel not honoured between steps ends the child this soon
         "NEXP_LOAD_OPTIONS": json.dumps({"sdf": SDF_LOAD}),
         **CAPS,
         **overrides,
