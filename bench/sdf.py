@@ -38,10 +38,10 @@ def run(args: argparse.Namespace, folder: Path, cache_dir: Path) -> Section:
         section.add(f"Full mode: {MESH}, large models, {schedule.steps} steps, lr 3e-5, one stage.\n")
     else:
         size = "sdf-small"
-        schedule = PRESETS["fast"]
+        schedule = PRESETS["fast"].for_task(size)
         section.add(f"CPU mode: {MESH}, the paper's small models (Neural Experts 323k, SIREN 396k "
                     f"parameters), the fast preset ({schedule.steps} steps of 30k points), both at "
-                    f"its lr {schedule.lr:g}. The paper: 4 other shapes, large models, long fits.\n")
+                    f"its 3D lr {schedule.lr:g}. The paper: 4 other shapes, large models, long fits.\n")
     signal = replace(load_signal(folder / f"{MESH}.obj"), task=size)  # type: ignore[type-var]
     runs = []
     for model in ("siren", "neural-experts"):

@@ -114,26 +114,32 @@ PRESETS: dict[str, FitPreset] = {
         pretrain="random", pretrain_steps=3000, pretrain_max_points=1 << 30,
     ),
     # A short schedule for seconds-to-minutes fits. Measured on Kodak at the paper's 128 x 128
-    # protocol (bench/RESULTS.md, sections "fast" and "quality"; PSNR on [0, 1]):
-    # - grid (band) pretraining, not the paper's random map: with a random per-pixel map Neural
-    #   Experts stayed near 40 dB after 200 steps at any rate, balanced or not (a load-balance
-    #   term kept the four experts even at lr 1e-3 and gave 40.0 dB), while SIREN reached 48.6;
-    #   with contiguous bands each expert starts on a region: 57.6 dB. A balance term on top of
-    #   bands broke the fit (22.7 dB), so balance_weight stays 0.
+    # protocol, 300 steps, 2 threads (bench/RESULTS.md, sections "fast" and "quality"; PSNR on
+    # [0, 1], kodim19 / kodim05):
+    # - this preset: 56.1 / 67.4 dB; SIREN Base on the same schedule 52.0 / 57.0 (its best other
+    #   gamma, 0.9995: 56.7 / 48.7). The paper's schedule at 300 steps, each model at its best
+    #   rate, on kodim19: SIREN Base 51.5, Wider 53.6, Neural Experts 46.6.
     # - lr 1e-3, SIREN's best rate here too (2e-3 diverged for both models), decayed to 22% over
-    #   the 300 steps (gamma 0.995): at 0.9995 the last steps oscillated by up to 10 dB for both
-    #   models; with the decay, 300 steps gave kodim19 57.8 dB and kodim05 59.5 dB against
-    #   SIREN Base's 52.1 / 56.9 on this schedule (54.1 / 48.3 at its best other gamma).
+    #   the 300 steps (gamma 0.995); at 0.9995: 50.6 / 61.1.
+    # - grid (band) pretraining: the paper's random map gave 59.1 / 51.0. A load-balance term
+    #   (balance_weight 1.0) keeps all four experts in use, at 59.1 / 55.5 on the random map and
+    #   53.5 / 51.5 on bands, a mean 4-9 dB under this preset, so it stays 0. The price: at lr 1e-3
+    #   the experts collapse within 300 steps (two of four own kodim19, one owns kodim05), and
+    #   neither 1e-2 nor 1e-3 of that term, nor a manager at lr/10, kept them apart (tried on
+    #   kodim19 at 1 thread: 56.1 / 59.9 / 52.2 dB, still two experts; not in the bench).
+    # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back (49.8 / 50.4).
     # - audio at 3e-4: on bach (300 steps of 16k sampled points) 1e-3 left both models at the
     #   signal's variance (MSE 0.024); Neural Experts / SIREN reached 4.3e-4 / 5.8e-4 at 3e-4,
     #   9.0e-4 / 1.0e-3 at 1e-4.
-    # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back 8-15 dB.
-    # - 20 pretraining steps at 3e-4 reproduce 99.7% of the band labels (the random map needs
+    # - 3D at 3e-4: on spot (small models, 300 steps of 30k points) 1e-3 left the shape unformed
+    #   (IoU 0.28 / 0.05, Neural Experts / SIREN); at 3e-4: IoU 0.990 / 0.977, trimap IoU 0.485 /
+    #   0.409, Chamfer x1e5 15 / 2042; at 1e-4: 0.991 / 0.988, 0.439 / 0.378, 308 / 607.
+    # - 20 pretraining steps at 3e-4 reproduce 99.9% of the band labels (the random map needs
     #   ~60 for 99%): about 2 s, so a first fit of a new shape hides no pretraining.
     "fast": FitPreset(
         steps=300, lr=1e-3, lr_gamma=0.995, experts_only_fraction=0.0,
         pretrain="grid", pretrain_steps=20, pretrain_max_points=16_384, pretrain_lr=3e-4,
-        batch_points=65_536, task_lr=(("audio", 3e-4),),
+        batch_points=65_536, task_lr=(("audio", 3e-4), ("sdf", 3e-4), ("sdf-small", 3e-4)),
     ),
 }
 
