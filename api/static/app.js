@@ -31,6 +31,7 @@ function originalUrl(job) {
   }
   return Promise.resolve(originals.get(job.id));
 }
+
 const state = {
   job: null, points: [], metricName: "", stopFollowing: null, unmountView: null, listed: PAGE_SIZE,
 };
