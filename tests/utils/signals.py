@@ -49,8 +49,8 @@ def sphere_points(dest: Path, count: int, poison: float | None = None) -> Path:
 def seed_pretraining(cache_dir: Path, path: Path, **load_options: object) -> None:
     """Fill the pretraining cache for default-option fits of `path` with an untrained manager,
     by one real fit step with pretraining itself stubbed out. The fast preset pretrains the
-    1.3M-parameter 3D model for many minutes on one core; service tests check the service
-    around a fit, not pretraining (tests/model does)."""
+    1.3M-parameter 3D model in ~25 s on one core, which the suite would pay once per run; service
+    tests check the service around a fit, not pretraining (tests/model does)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(model.pretrain, "pretrain_manager", lambda *args, **kwargs: math.nan)
         fit(load_signal(path, **load_options), FitOptions(steps=1, device="cpu"),
