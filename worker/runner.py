@@ -36,7 +36,7 @@ from worker import jobs
 from worker.context import Context
 from worker.db import unavailable
 from worker.jobs import Job, Status
-from worker.storage import checkpoint_key, checkpoint_prefix, job_prefix
+from worker.storage import checkpoint_key, checkpoint_prefix, failure_reason, job_prefix
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,7 @@ def storing(name: str) -> Iterator[None]:
     except SoftTimeLimitExceeded:
         raise  # the time limit struck while writing: not the store's fault
     except Exception as e:
-        # The reason without the error's text, which names the server's paths or buckets.
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise StorageFailed(f"{name} could not be stored: {reason}") from e
+        raise StorageFailed(f"{name} could not be stored: {failure_reason(e)}") from e
 
 
 ERRORS: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str, str]] = [

@@ -30,6 +30,12 @@ class ArtifactNotFound(KeyError):
     """No artifact under that key."""
 
 
+def failure_reason(error: Exception) -> str:
+    """Why a store refused a write, for a client or a job record: the OS's reason, or the error's
+    type (botocore's, boto3's), never its text, which names the server's paths or buckets."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+
+
 class Storage(Protocol):
     def put(self, key: str, data: bytes | BinaryIO) -> None:
         """Store bytes or a readable binary file under `key`, all or nothing."""

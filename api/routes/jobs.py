@@ -43,7 +43,7 @@ from worker import jobs, logs
 from worker.celery_app import publish_fit
 from worker.jobs import Job, Status
 from worker.quotas import OverQuota, QueueTooDeep, Quotas
-from worker.storage import Storage, input_key, job_prefix
+from worker.storage import Storage, failure_reason, input_key, job_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -130,9 +130,7 @@ def submit(upload: Spooled, kind: str, options: JobCreate, idempotency_key: str 
             storage.put(job.input_key, f)
     except Exception as e:  # each store raises its own errors (OSError, botocore's, boto3's)
         storage.delete(job_prefix(job_id))  # the job's folder, had the store made one
-        # The reason without the error's text, which names the server's paths or buckets.
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise StorageUnavailable(f"the artifact store did not take the upload ({reason}); "
+        raise StorageUnavailable(f"the artifact store did not take the upload ({failure_reason(e)}); "
                                  "nothing was kept, try again later",
                                  headers={"Retry-After": "30"}) from e
     try:
