@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from model.checkpoint import CONFIG, METRICS, WEIGHTS
 from tests.service.conftest import service_env
 from tests.service.test_faults import training
-from tests.service.test_postgres import server_url
+from tests.service.test_postgres import scratch_schema, server_url
 from tests.utils.mounts import remount, tmpfs
 from tests.utils.proxy import TcpProxy
 from tests.utils.redis_server import RedisServer
@@ -202,20 +201,12 @@ def database() -> Iterator[tuple[TcpProxy, str]]:
     """The machine's PostgreSQL behind a proxy the test can cut, and a schema of the module's
     own on it: (proxy, the service's URL through the proxy)."""
     direct = server_url()
-    schema = f"nexp_faults_{os.getpid()}_{int(time.time())}"
-    engine = sqlalchemy.create_engine(direct)
-    with engine.begin() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
     url = make_url(direct)
-    try:
-        with TcpProxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
-            through = url.set(host="127.0.0.1", port=proxy.port,
-                              query={"options": f"-csearch_path={schema}"})
-            yield proxy, through.render_as_string(hide_password=False)
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with scratch_schema(direct) as schema, \
+            TcpProxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+        through = url.set(host="127.0.0.1", port=proxy.port,
+                          query={"options": f"-csearch_path={schema}"})
+        yield proxy, through.render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="module")

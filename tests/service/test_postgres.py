@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,19 +33,26 @@ def server_url() -> str:
                 "scripts/ensure-services.sh starts it")
 
 
-@pytest.fixture(scope="module")
-def schema_url() -> Iterator[str]:
-    url = server_url()
+@contextmanager
+def scratch_schema(url: str) -> Iterator[str]:
+    """A schema of its own on the server at `url` (its name), dropped with everything in it."""
     schema = f"nexp_test_{uuid.uuid4().hex[:12]}"
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
+        yield schema
     finally:
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def schema_url() -> Iterator[str]:
+    url = server_url()
+    with scratch_schema(url) as schema:
+        yield f"{url}?options=-csearch_path%3D{schema}"
 
 
 @pytest.fixture(scope="module")
