@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.utils.service import free_port, stop  # the test services stop their processes alike
+
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120  # torch imported by several processes at once on a busy machine
-STOP_TIMEOUT_S = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def service_settings(folder: Path, redis_port: int) -> dict[str, str]:
@@ -118,15 +112,4 @@ class Stack:
     def stop(self) -> None:
         """Workers first, cold (SIGQUIT: a warm stop would wait for fits to end); Redis last."""
         for name in sorted(self.processes, key=lambda n: (n == "redis", n == "api")):
-            process = self.processes[name]
-            if process.poll() is None:
-                process.send_signal(signal.SIGQUIT if name.startswith("worker") else signal.SIGTERM)
-                try:
-                    process.wait(STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:
-                os.killpg(process.pid, signal.SIGKILL)  # pool children that outlived a parent
-            except ProcessLookupError:
-                pass
-            process.wait()
+            stop(self.processes[name], signal.SIGQUIT if name.startswith("worker") else signal.SIGTERM)
