@@ -207,13 +207,30 @@ ERRORS: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str, s
 ]
 
 
+# What the machine did to the fit rather than what the fit did: found anywhere in an error's
+# chain, because wrappers re-raise them as their own (torch.compile raises a time limit that
+# strikes while it traces as InternalTorchDynamoError, `from None`).
+LIMITS = (SoftTimeLimitExceeded, torch.OutOfMemoryError, MemoryError)
+
+
 def job_error(e: BaseException) -> dict[str, str]:
     """{code, title, detail} for the job record; the first matching row of ERRORS wins."""
+    e = next((link for link in chain(e) if isinstance(link, LIMITS)), e)
     for types, code, title in ERRORS:
         if isinstance(e, types):
             return {"code": code, "title": title, "detail": str(e) or type(e).__name__}
     return {"code": "internal", "title": "Internal error",
             "detail": f"{type(e).__name__}: {e}"}
+
+
+def chain(e: BaseException) -> Iterator[BaseException]:
+    """`e`, then the error it was raised from or while handling, and so on."""
+    seen: set[int] = set()
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
 
 
 def time_limit_error(limit_s: float) -> dict[str, str]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import update
+from torch._dynamo.exc import InternalTorchDynamoError
 
 from model.checkpoint import load_checkpoint
 from model.fit import FitDiverged
@@ -93,6 +94,27 @@ def test_a_job_canceled_before_its_delivery_is_not_run(ctx: Context) -> None:
 def test_failures_become_job_errors(error: Exception, code: str) -> None:
     described = runner.job_error(error)
     assert described["code"] == code and described["title"] and described["detail"]
+
+
+def raised(error: Exception, handling: Exception) -> Exception:
+    """`error` as raised while handling `handling`, with its context suppressed (`from None`)."""
+    try:
+        try:
+            raise handling
+        except type(handling):
+            raise error from None
+    except type(error) as e:
+        return e
+
+
+def test_a_time_limit_a_wrapper_reraised_is_still_a_time_limit() -> None:
+    """torch.compile re-raises a soft time limit that strikes while it traces as its own error."""
+    wrapped = raised(InternalTorchDynamoError("SoftTimeLimitExceeded: ..."), SoftTimeLimitExceeded())
+    assert runner.job_error(wrapped)["code"] == "time_limit"
+    out_of_memory = raised(RuntimeError("backend failed"), torch.OutOfMemoryError("CUDA"))
+    assert runner.job_error(out_of_memory)["code"] == "out_of_memory"
+    # Other errors in a chain do not change what failed.
+    assert runner.job_error(raised(KeyError("surprise"), ValueError("bad")))["code"] == "internal"
 
 
 def test_an_unusable_input_fails_the_job_and_stores_nothing(ctx: Context) -> None:
