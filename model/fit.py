@@ -172,12 +172,20 @@ def _train(
     # the reference's speed. A GPU takes the batch whole.
     rows = CPU_BATCH_ROWS if device.type == "cpu" else 1 << 62
 
+    # The manager (and its encoder) may start frozen; it joins at step `frozen + 1`, before stage 2.
+    routing = model.routing_parameters()
+    frozen = min(round(schedule.manager_frozen_fraction * schedule.steps), first_stage)
+    for p in routing if frozen else []:
+        p.requires_grad_(False)
     history: list[Progress] = []
     optimizer = make_adam(experts + others, schedule.lr, device)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
     started = time.perf_counter()
     stage = "fit"
     for step in range(1, schedule.steps + 1):
+        if step == frozen + 1 and frozen:
+            for p in routing:
+                p.requires_grad_(True)
         if step == first_stage + 1:
             # Stage 2: freeze encoders + manager, train the experts alone with a fresh Adam state,
             # continuing the decayed learning rate (method.md).

@@ -444,6 +444,13 @@ class NeuralExperts(nn.Module):
         return experts, [p for p in self.parameters() if id(p) not in ids]
 
 
+    def routing_parameters(self) -> list[nn.Parameter]:
+        """The manager's and its encoder's parameters (none for a SIREN)."""
+        if self.manager is None or self.manager_encoder is None:
+            return []
+        return [*self.manager_encoder.parameters(), *self.manager.parameters()]
+
+
 def _render_chunk(x: Tensor) -> int:
     return CPU_BATCH_ROWS if x.device.type == "cpu" else GPU_RENDER_CHUNK
 

@@ -82,6 +82,9 @@ class FitPreset:
     """Cap on pretraining points: larger signals pretrain on a random subset of this size."""
     pretrain_lr: float = PRETRAIN_LR
     """Adam learning rate of manager pretraining."""
+    manager_frozen_fraction: float = 0.0
+    """First fraction of steps with the manager and its encoder held at their pretrained map, so
+    each expert first learns its own region before the manager may move points between them."""
     balance_weight: float = 0.0
     """Weight of a load-balancing term (0 in the paper) keeping experts in use at higher lr."""
     batch_points: int = 1 << 30
@@ -115,19 +118,19 @@ PRESETS: dict[str, FitPreset] = {
     ),
     # A short schedule for seconds-to-minutes fits. Measured on Kodak at the paper's 128 x 128
     # protocol, 300 steps, 2 threads (bench/RESULTS.md, sections "fast" and "quality"; PSNR on
-    # [0, 1], kodim19 / kodim05):
-    # - this preset: 56.1 / 67.4 dB; SIREN Base on the same schedule 52.0 / 57.0 (its best other
-    #   gamma, 0.9995: 56.7 / 48.7). The paper's schedule at 300 steps, each model at its best
-    #   rate, on kodim19: SIREN Base 51.5, Wider 53.6, Neural Experts 46.6.
+    # [0, 1], mean of kodim19 / kodim05 / kodim23 / kodim08):
+    # - this preset: 60.8 dB, all four experts in use on each image; SIREN Base on the same
+    #   schedule trails it (bench "fast"). The paper's schedule at 300 steps, each model at its
+    #   best rate, on kodim19: SIREN Base 51.5, Wider 53.6, Neural Experts 46.6.
+    # - the manager frozen at its pretrained bands for the first 30% of steps: each expert first
+    #   learns its band. With the manager trained from step 1, at lr 1e-3 one or two experts took
+    #   every pixel within 300 steps, at 59.0 dB; frozen for 20% / 50% (kodim19, kodim05 only):
+    #   57.6 / 58.6 against 59.1 at 30%; frozen throughout: 47.6, so the manager's moves matter.
+    #   A load-balance term (balance_weight 1.0) also kept four experts busy, but cost 4-9 dB.
     # - lr 1e-3, SIREN's best rate here too (2e-3 diverged for both models), decayed to 22% over
-    #   the 300 steps (gamma 0.995); at 0.9995: 50.6 / 61.1.
-    # - grid (band) pretraining: the paper's random map gave 59.1 / 51.0. A load-balance term
-    #   (balance_weight 1.0) keeps all four experts in use, at 59.1 / 55.5 on the random map and
-    #   53.5 / 51.5 on bands, a mean 4-9 dB under this preset, so it stays 0. The price: at lr 1e-3
-    #   the experts collapse within 300 steps (two of four own kodim19, one owns kodim05), and
-    #   neither 1e-2 nor 1e-3 of that term, nor a manager at lr/10, kept them apart (tried on
-    #   kodim19 at 1 thread: 56.1 / 59.9 / 52.2 dB, still two experts; not in the bench).
-    # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back (49.8 / 50.4).
+    #   the 300 steps (gamma 0.995).
+    # - grid (band) pretraining: the paper's random map collapsed onto one expert.
+    # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back.
     # - audio at 3e-4: on bach (300 steps of 16k sampled points) 1e-3 left both models at the
     #   signal's variance (MSE 0.024); Neural Experts / SIREN reached 4.3e-4 / 5.8e-4 at 3e-4,
     #   9.0e-4 / 1.0e-3 at 1e-4.
@@ -137,7 +140,7 @@ PRESETS: dict[str, FitPreset] = {
     # - 20 pretraining steps at 3e-4 reproduce 99.9% of the band labels (the random map needs
     #   ~60 for 99%): about 2 s, so a first fit of a new shape hides no pretraining.
     "fast": FitPreset(
-        steps=300, lr=1e-3, lr_gamma=0.995, experts_only_fraction=0.0,
+        steps=300, lr=1e-3, lr_gamma=0.995, experts_only_fraction=0.0, manager_frozen_fraction=0.3,
         pretrain="grid", pretrain_steps=20, pretrain_max_points=16_384, pretrain_lr=3e-4,
         batch_points=65_536, task_lr=(("audio", 3e-4), ("sdf", 3e-4), ("sdf-small", 3e-4)),
     ),

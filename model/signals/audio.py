@@ -24,11 +24,9 @@ from model.render import Rendered, expert_colors, png
 from model.signals.base import (
     Batch,
     Grid,
+    SampledSignal,
     SignalError,
     SignalKind,
-    argmax_values,
-    grid_batch,
-    reconstruction_loss,
     register,
 )
 
@@ -92,7 +90,7 @@ def _too_long(path: Path, seconds: float, max_seconds: float) -> SignalError:
 
 
 @dataclass
-class AudioSignal:
+class AudioSignal(SampledSignal):
     samples: Tensor  # (N, 1), divided by `scale` so max |x| = 1
     grid: Grid  # (N,) over [-100, 100]
     sample_rate: int
@@ -110,17 +108,11 @@ class AudioSignal:
             "scale": self.scale, "duration_s": n / self.sample_rate,
         }
 
-    def batch(self, generator: torch.Generator, max_points: int) -> Batch:
-        return grid_batch(self.grid, self.samples, generator, max_points)
-
     def grid_values(self) -> Tensor:
         return self.samples
 
-    def loss(self, values: Tensor, logits: Tensor | None, batch: Batch) -> dict[str, Tensor]:
-        return reconstruction_loss(values, logits, batch.target)
-
     def progress_metric(self, values: Tensor, logits: Tensor | None, batch: Batch) -> float:
-        return float(((argmax_values(values, logits) - batch.target) ** 2).mean())
+        return self.argmax_mse(values, logits, batch)
 
     def evaluate(self, model: NeuralExperts) -> dict[str, float]:
         """method.md: MSE of the argmax output vs the normalised waveform, over every sample."""

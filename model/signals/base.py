@@ -153,6 +153,26 @@ def reconstruction_loss(values: Tensor, logits: Tensor | None, target: Tensor) -
     return {"loss": loss}
 
 
+class SampledSignal:
+    """Training methods shared by signals whose samples lie on their own `grid` (images, audio):
+    batches of grid points with their values, the reconstruction loss, the argmax MSE."""
+
+    grid: Grid
+
+    def grid_values(self) -> Tensor:
+        raise NotImplementedError
+
+    def batch(self, generator: torch.Generator, max_points: int) -> Batch:
+        return grid_batch(self.grid, self.grid_values(), generator, max_points)
+
+    def loss(self, values: Tensor, logits: Tensor | None, batch: Batch) -> dict[str, Tensor]:
+        return reconstruction_loss(values, logits, batch.target)
+
+    @staticmethod
+    def argmax_mse(values: Tensor, logits: Tensor | None, batch: Batch) -> float:
+        return float(((argmax_values(values, logits) - batch.target) ** 2).mean())
+
+
 _KINDS: dict[str, SignalKind] = {}
 
 

@@ -22,11 +22,9 @@ from model.render import Rendered, expert_colors, png, to_uint8
 from model.signals.base import (
     Batch,
     Grid,
+    SampledSignal,
     SignalError,
     SignalKind,
-    argmax_values,
-    grid_batch,
-    reconstruction_loss,
     register,
 )
 
@@ -92,7 +90,7 @@ def _paper_crop(img: Image.Image, path: Path) -> Image.Image:
 
 
 @dataclass
-class ImageSignal:
+class ImageSignal(SampledSignal):
     pixels: Tensor  # (H * W, C) on [-1, 1], row-major
     grid: Grid
     protocol: str | None
@@ -108,17 +106,11 @@ class ImageSignal:
         height, width = self.grid.shape
         return {"height": height, "width": width, "channels": self.out_dim, "protocol": self.protocol}
 
-    def batch(self, generator: torch.Generator, max_points: int) -> Batch:
-        return grid_batch(self.grid, self.pixels, generator, max_points)
-
     def grid_values(self) -> Tensor:
         return self.pixels
 
-    def loss(self, values: Tensor, logits: Tensor | None, batch: Batch) -> dict[str, Tensor]:
-        return reconstruction_loss(values, logits, batch.target)
-
     def progress_metric(self, values: Tensor, logits: Tensor | None, batch: Batch) -> float:
-        mse = float(((argmax_values(values, logits) - batch.target) ** 2).mean())
+        mse = self.argmax_mse(values, logits, batch)
         return psnr(mse / 4.0, peak=1.0)  # [-1, 1] -> [0, 1] divides the MSE by 4
 
     def evaluate(self, model: NeuralExperts) -> dict[str, float]:

@@ -36,17 +36,45 @@ def test_stage_two_trains_only_the_experts(
     # 10 steps with the last half experts-only, against the same fit stopped after stage 1:
     # the encoders and manager must end where stage 1 left them; the experts must move on.
     signal = load_signal(kodak_crop)
-    monkeypatch.setitem(PRESETS, "two-stage", replace(PRESETS["fast"], experts_only_fraction=0.5))
+    one_stage = replace(PRESETS["fast"], manager_frozen_fraction=0.0)
+    monkeypatch.setitem(PRESETS, "one-stage", one_stage)
+    monkeypatch.setitem(PRESETS, "two-stage", replace(one_stage, experts_only_fraction=0.5))
     reports: list[Progress] = []
     both = fit(signal, FitOptions(preset="two-stage", steps=10), reports.append,
                cache_dir=pretrain_cache)
-    first = fit(signal, FitOptions(preset="fast", steps=5), cache_dir=pretrain_cache)
+    first = fit(signal, FitOptions(preset="one-stage", steps=5), cache_dir=pretrain_cache)
     stage_one = dict(first.model.named_parameters())
     for name, p in both.model.named_parameters():
         same = torch.equal(p.detach(), stage_one[name].detach())
         assert same != name.startswith("experts."), name
     assert [r.stage for r in reports if r.step] == ["experts"]  # step 10 is in stage 2
     assert all(p.requires_grad for p in both.model.parameters())
+
+
+def test_the_manager_can_start_frozen_at_its_pretrained_map(
+    kodak_crop: Path, pretrain_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signal = load_signal(kodak_crop)
+
+    def fitted(steps: int, **changes: float) -> dict[str, torch.Tensor]:
+        monkeypatch.setitem(PRESETS, "custom", replace(PRESETS["fast"], **changes))
+        model = fit(signal, FitOptions(preset="custom", steps=steps), cache_dir=pretrain_cache).model
+        assert all(p.requires_grad for p in model.parameters())
+        return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    def routing(params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [p for name, p in params.items() if name.startswith("manager")]
+
+    pretrained = fitted(1, manager_frozen_fraction=1.0)
+    held = fitted(6, manager_frozen_fraction=1.0)
+    released = fitted(6, manager_frozen_fraction=0.5)
+    assert all(map(torch.equal, routing(held), routing(pretrained)))
+    encoder = "expert_encoder.layers.0.weight"
+    assert not torch.equal(held[encoder], pretrained[encoder])
+    assert not any(map(torch.equal, routing(released), routing(pretrained)))
+    # Frozen for half the steps, then experts only for the other half: the manager never moves.
+    both = fitted(6, manager_frozen_fraction=0.5, experts_only_fraction=0.5)
+    assert all(map(torch.equal, routing(both), routing(pretrained)))
 
 
 def test_cancellation_stops_between_steps(kodak_crop: Path, pretrain_cache: Path) -> None:
