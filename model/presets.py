@@ -91,9 +91,9 @@ class FitPreset:
     """Points per step: signals larger than this train on a fresh random subset each step."""
     report_every: int = 10
     """Steps between progress reports (each costs a host sync for the loss)."""
-    task_lr: tuple[tuple[str, float], ...] = ()
-    """(task, lr) pairs that replace `lr` for signals of that task: a rate tuned for images can
-    stall audio, whose coordinates span [-100, 100] (see the fast preset)."""
+    task_changes: tuple[tuple[str, str, float], ...] = ()
+    """(task, field, value): what signals of that task run differently, e.g. a rate tuned for
+    images can stall audio, whose coordinates span [-100, 100] (see the fast preset)."""
 
     def with_overrides(self, steps: int | None = None, lr: float | None = None) -> FitPreset:
         """A user's steps / lr; an explicit lr applies to every task."""
@@ -101,13 +101,18 @@ class FitPreset:
             self,
             steps=self.steps if steps is None else steps,
             lr=self.lr if lr is None else lr,
-            task_lr=self.task_lr if lr is None else (),
+            task_changes=tuple(c for c in self.task_changes if lr is None or c[1] != "lr"),
         )
 
     def for_task(self, task: str) -> FitPreset:
-        """This schedule as a fit of a `task` signal runs it: with that task's rate, if it has one."""
-        rates = dict(self.task_lr)
-        return replace(self, lr=rates[task], task_lr=()) if task in rates else self
+        """This schedule as a fit of a `task` signal runs it: with that task's changes."""
+        changes = {name: value for t, name, value in self.task_changes if t == task}
+        return replace(self, **changes, task_changes=())
+
+
+def for_tasks(tasks: tuple[str, ...], **changes: float) -> tuple[tuple[str, str, float], ...]:
+    """FitPreset.task_changes giving each of `tasks` the same `changes`."""
+    return tuple((task, name, value) for task in tasks for name, value in changes.items())
 
 
 PRESETS: dict[str, FitPreset] = {
@@ -131,6 +136,9 @@ PRESETS: dict[str, FitPreset] = {
     #   the 300 steps (gamma 0.995).
     # - grid (band) pretraining: the paper's random map collapsed onto one expert.
     # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back.
+    # - audio and 3D train their manager from step 1: frozen for 30%, Neural Experts went from
+    #   MSE x1e-4 4.23 / 16.8 / 1.45 to 4.39 / 17.8 / 1.52 on the three clips, and on spot from
+    #   trimap IoU 0.485 to 0.346 (`python -m bench audio sdf`, 2026-11-26).
     # - audio at 3e-4: on bach (300 steps of 16k sampled points) 1e-3 left both models at the
     #   signal's variance (MSE 0.024); Neural Experts / SIREN reached 4.3e-4 / 5.8e-4 at 3e-4,
     #   9.0e-4 / 1.0e-3 at 1e-4.
@@ -142,7 +150,8 @@ PRESETS: dict[str, FitPreset] = {
     "fast": FitPreset(
         steps=300, lr=1e-3, lr_gamma=0.995, experts_only_fraction=0.0, manager_frozen_fraction=0.3,
         pretrain="grid", pretrain_steps=20, pretrain_max_points=16_384, pretrain_lr=3e-4,
-        batch_points=65_536, task_lr=(("audio", 3e-4), ("sdf", 3e-4), ("sdf-small", 3e-4)),
+        batch_points=65_536,
+        task_changes=for_tasks(("audio", "sdf", "sdf-small"), lr=3e-4, manager_frozen_fraction=0.0),
     ),
 }
 

@@ -1,6 +1,8 @@
-"""Presets: the paper's protocol verbatim, per-task rates, user overrides."""
+"""Presets: the paper's protocol verbatim, per-task changes, user overrides."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from model.presets import PRESETS
 
@@ -12,15 +14,18 @@ def test_paper_preset_is_the_papers_protocol() -> None:
     assert paper.for_task("audio") == paper
 
 
-def test_a_task_rate_replaces_the_preset_rate_for_that_task_only() -> None:
+def test_task_changes_apply_to_that_task_only() -> None:
     fast = PRESETS["fast"]
-    rates = dict(fast.task_lr)
-    assert fast.for_task("image").lr == fast.lr
-    for task, lr in rates.items():
-        assert fast.for_task(task).lr == lr
+    assert fast.for_task("image") == replace(fast, task_changes=())
+    for task in ("audio", "sdf", "sdf-small"):
+        changed = fast.for_task(task)
+        assert (changed.lr, changed.manager_frozen_fraction) == (3e-4, 0.0)
+        assert replace(changed, lr=fast.lr, manager_frozen_fraction=fast.manager_frozen_fraction,
+                       task_changes=fast.task_changes) == fast
 
 
 def test_an_explicit_lr_applies_to_every_task() -> None:
     fast = PRESETS["fast"].with_overrides(steps=5, lr=3e-4)
     assert fast.steps == 5
     assert {fast.for_task(task).lr for task in ("image", "audio", "sdf")} == {3e-4}
+    assert fast.for_task("audio").manager_frozen_fraction == 0.0  # other task changes stay
