@@ -124,18 +124,20 @@ PRESETS: dict[str, FitPreset] = {
     # A short schedule for seconds-to-minutes fits. Measured on Kodak at the paper's 128 x 128
     # protocol, 300 steps, 2 threads (bench/RESULTS.md, sections "fast" and "quality"; PSNR on
     # [0, 1], mean of kodim19 / kodim05 / kodim23 / kodim08):
-    # - this preset: 60.8 dB, all four experts in use on each image; SIREN Base on the same
-    #   schedule trails it (bench "fast"). The paper's schedule at 300 steps, each model at its
-    #   best rate, on kodim19: SIREN Base 51.5, Wider 53.6, Neural Experts 46.6.
+    # - this preset: 60.8 dB, three or four experts in use on each image; SIREN Base on the same
+    #   schedule 53.6 (at gamma 0.9995: 43.0; at lr 5e-4: 45.6). The paper's schedule at 300
+    #   steps, each model at its best rate, on kodim19: SIREN Base 51.5, Wider 53.6, NE 46.6.
     # - the manager frozen at its pretrained bands for the first 30% of steps: each expert first
-    #   learns its band. With the manager trained from step 1, at lr 1e-3 one or two experts took
-    #   every pixel within 300 steps, at 59.0 dB; frozen for 20% / 50% (kodim19, kodim05 only):
-    #   57.6 / 58.6 against 59.1 at 30%; frozen throughout: 47.6, so the manager's moves matter.
-    #   A load-balance term (balance_weight 1.0) also kept four experts busy, but cost 4-9 dB.
+    #   learns its band. With the manager trained from step 1, one or two experts took every
+    #   pixel within 300 steps (59.0 dB); frozen throughout: 48.8, so the manager's moves matter;
+    #   frozen for 20% / 50% (kodim19 and kodim05 only): 57.6 / 58.6 against 59.1 at 30%.
+    # - grid (band) pretraining. The paper's random map, frozen 30% too, did better here (63.9,
+    #   four experts on every image), but a per-pixel random map is learnable only where the
+    #   image has no more pixels than pretraining sees (pretrain_max_points); bands work at any
+    #   size. Trained from step 1, the random map collapsed onto one expert (kodim19, kodim05).
     # - lr 1e-3, SIREN's best rate here too (2e-3 diverged for both models), decayed to 22% over
-    #   the 300 steps (gamma 0.995).
-    # - grid (band) pretraining: the paper's random map collapsed onto one expert.
-    # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back.
+    #   the 300 steps (gamma 0.995; 0.9995: 40.4, one image diverged).
+    # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back (51.2).
     # - audio and 3D train their manager from step 1: frozen for 30%, Neural Experts went from
     #   MSE x1e-4 4.23 / 16.8 / 1.45 to 4.39 / 17.8 / 1.52 on the three clips, and on spot from
     #   trimap IoU 0.485 to 0.346 (`python -m bench audio sdf`, 2026-11-26).
