@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model.network import ACTIVATIONS
-from model.presets import MODELS, PRESETS
+from model.presets import MODELS, PRESETS, PRESETS_HELP
 from model.signals import kinds
 from worker.jobs import Job, Status
 
@@ -18,7 +18,7 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    preset: str = Field("fast", description="Fit schedule.", json_schema_extra={"enum": list(PRESETS)})
+    preset: str = Field("fast", description=PRESETS_HELP, json_schema_extra={"enum": list(PRESETS)})
     steps: int | None = Field(None, ge=1, description="Training steps (default: the preset's).")
     lr: float | None = Field(None, gt=0, description="Adam learning rate (default: the preset's).")
     model: str = Field("neural-experts", description="Architecture.",

@@ -23,7 +23,7 @@ from model import checkpoint
 from model.fit import FitCanceled, FitDiverged, FitOptions, fit
 from model.fit import Progress as FitProgress
 from model.network import ACTIVATIONS
-from model.presets import MODELS, PRESETS
+from model.presets import MODELS, PRESETS, PRESETS_HELP
 from model.signals import SignalError, kinds, load_signal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -46,7 +46,7 @@ def fail(message: str) -> NoReturn:
 def fit_command(
     input: Annotated[Path, typer.Argument(help="Image, audio clip, point cloud or mesh.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the checkpoint and outputs.")],
-    preset: Annotated[Preset, typer.Option(help="Fit schedule.")] = Preset["fast"],  # type: ignore[valid-type]
+    preset: Annotated[Preset, typer.Option(help=PRESETS_HELP)] = Preset["fast"],  # type: ignore[valid-type]
     steps: Annotated[int | None, typer.Option(min=1, help="Override the preset's steps.")] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="Override the preset's lr.")] = None,
     model: Annotated[ModelName, typer.Option()] = ModelName["neural-experts"],  # type: ignore[valid-type]

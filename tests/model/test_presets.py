@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from model.presets import PRESETS
+from model.presets import PRESETS, PRESETS_HELP
 
 
 def test_paper_preset_is_the_papers_protocol() -> None:
@@ -29,3 +29,7 @@ def test_an_explicit_lr_applies_to_every_task() -> None:
     assert fast.steps == 5
     assert {fast.for_task(task).lr for task in ("image", "audio", "sdf")} == {3e-4}
     assert fast.for_task("audio").manager_frozen_fraction == 0.0  # other task changes stay
+
+
+def test_the_presets_help_describes_every_preset() -> None:
+    assert all(f"{name}:" in PRESETS_HELP for name in PRESETS)
