@@ -175,15 +175,15 @@ def _train(
     # The manager (and its encoder) may start frozen; it joins at step `frozen + 1`, before stage 2.
     routing = model.routing_parameters()
     frozen = min(round(schedule.manager_frozen_fraction * schedule.steps), first_stage)
-    for p in routing if frozen else []:
-        p.requires_grad_(False)
+    for p in routing:
+        p.requires_grad_(frozen == 0)
     history: list[Progress] = []
     optimizer = make_adam(experts + others, schedule.lr, device)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
     started = time.perf_counter()
     stage = "fit"
     for step in range(1, schedule.steps + 1):
-        if step == frozen + 1 and frozen:
+        if step == frozen + 1:
             for p in routing:
                 p.requires_grad_(True)
         if step == first_stage + 1:

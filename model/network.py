@@ -443,7 +443,6 @@ class NeuralExperts(nn.Module):
         ids = {id(p) for p in experts}
         return experts, [p for p in self.parameters() if id(p) not in ids]
 
-
     def routing_parameters(self) -> list[nn.Parameter]:
         """The manager's and its encoder's parameters (none for a SIREN)."""
         if self.manager is None or self.manager_encoder is None:
