@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from bench.report import Section, table
-from model.fit import FitOptions, fit
+from model.fit import FitOptions, fit, resolve_device
 from model.presets import PRESETS, FitPreset
 from model.signals import load_signal
 
@@ -84,11 +84,12 @@ class Runner:
         schedule = schedule.with_overrides(lr=lr)
         if (model, image, schedule) in self.done:
             return self.done[(model, image, schedule)]
-        signal = load_signal(self.kodak / f"{image}.png", protocol="paper")
+        device = str(resolve_device("auto"))
+        signal = load_signal(self.kodak / f"{image}.png", protocol="paper", device=device)
         started = time.perf_counter()
         result = fit(signal, FitOptions(model=model), cache_dir=self.cache_dir, schedule=schedule)
         seconds = time.perf_counter() - started
-        _, ids = result.model.predict(signal.grid.coords())
+        _, ids = result.model.predict(signal.grid.coords(device))
         shares = torch.bincount(ids, minlength=result.model.n_experts).float() / ids.numel()
         run = Run(model, schedule.lr, image, schedule.steps, result.metrics["psnr"],
                   result.metrics["psnr_paper"], seconds, [round(float(s), 3) for s in shares])

@@ -61,8 +61,14 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python -m", _module(), *sys.argv[1:]]),
     }
+
+
+def _module() -> str:
+    """The `python -m` name that ran: bench (its __main__) or bench.gpu."""
+    script = Path(sys.argv[0])
+    return "bench" if script.name == "__main__.py" else f"bench.{script.stem}"
 
 
 def save(section: Section, record: bool) -> Path:

@@ -23,11 +23,11 @@ LR = 1e-5  # the paper's rate; the rate does not change a step's cost
 ROWS_SWEEP = (1024, 2048, 4096, 8192, 16384)
 
 
-def _our_step(model: NeuralExperts, signal: Signal, batch: Batch, compiled: bool,
+def our_step(model: NeuralExperts, signal: Signal, batch: Batch, compiled: bool,
               rows: int) -> Callable[[], object]:
     """One step as model.fit runs it: micro-batched forward + backward, fused Adam."""
     loss_fn = make_loss_fn(model, signal, 0.0, compiled)
-    optimizer = make_adam(list(model.parameters()), LR, torch.device("cpu"))
+    optimizer = make_adam(list(model.parameters()), LR, next(model.parameters()).device)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -37,7 +37,8 @@ def _our_step(model: NeuralExperts, signal: Signal, batch: Batch, compiled: bool
     return step
 
 
-def _reference_step(model: ReferenceModel, batch: Batch) -> Callable[[], object]:
+def reference_step_fn(model: ReferenceModel, batch: Batch) -> Callable[[], object]:
+    """One step as the reference's training script runs it (bench/reference.py)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, betas=(0.9, 0.999))
     return lambda: reference_step(model, optimizer, batch.coords[None].clone(), batch.target[None])
 
@@ -79,11 +80,11 @@ def run(args: argparse.Namespace, signal: ImageSignal) -> Section:
     ours = [NeuralExperts(config) for _ in range(2)]
     assert count_parameters(reference) == count_parameters(ours[0]) == 365_968
 
-    eager = _our_step(ours[0], signal, batch, False, CPU_BATCH_ROWS)
-    compiled = _our_step(ours[1], signal, batch, True, CPU_BATCH_ROWS)
+    eager = our_step(ours[0], signal, batch, False, CPU_BATCH_ROWS)
+    compiled = our_step(ours[1], signal, batch, True, CPU_BATCH_ROWS)
     cold, warm = _compile_seconds(compiled)
     train = interleaved(
-        {"reference (eager einsum)": _reference_step(reference, batch), "ours eager": eager,
+        {"reference (eager einsum)": reference_step_fn(reference, batch), "ours eager": eager,
          "ours compiled": compiled},
         args.repeats,
     )
@@ -134,7 +135,7 @@ def _rows_sweep(model: NeuralExperts, batch: Batch, signal: Signal, repeats: int
     )
     trainer = NeuralExperts(model.config)
     steps = interleaved(
-        {str(rows): _our_step(trainer, signal, batch, False, rows) for rows in ROWS_SWEEP}, repeats
+        {str(rows): our_step(trainer, signal, batch, False, rows) for rows in ROWS_SWEEP}, repeats
     )
     return [
         [rows, f"{grid.shape[0] / renders[str(rows)].median / 1e3:,.0f}k",

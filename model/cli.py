@@ -20,7 +20,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from model import checkpoint
-from model.fit import FitCanceled, FitDiverged, FitOptions, fit
+from model.fit import FitCanceled, FitDiverged, FitOptions, fit, resolve_device
 from model.fit import Progress as FitProgress
 from model.network import ACTIVATIONS
 from model.presets import MODELS, PRESETS, PRESETS_HELP
@@ -60,12 +60,13 @@ def fit_command(
     cache_dir: Annotated[Path, typer.Option(help="Pretrained-manager cache.")] = DEFAULT_CACHE,
 ) -> None:
     """Fit a Neural Experts model (or a baseline) to INPUT and write it to --out."""
-    options = FitOptions(
-        preset=preset.value, steps=steps, lr=lr, model=model.value, experts=experts,
-        activation=activation.value, seed=seed, device=device, compile=compile,
-    )
     try:
-        signal = load_signal(input, protocol=protocol.value if protocol else None)
+        # The signal's tensors live where the fit runs.
+        options = FitOptions(
+            preset=preset.value, steps=steps, lr=lr, model=model.value, experts=experts,
+            activation=activation.value, seed=seed, device=str(resolve_device(device)), compile=compile,
+        )
+        signal = load_signal(input, protocol=protocol.value if protocol else None, device=options.device)
         with _progress_bar() as report:
             result = fit(signal, options, on_progress=report, cache_dir=cache_dir)
     except (SignalError, ValueError, FitDiverged) as e:

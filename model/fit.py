@@ -77,9 +77,17 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto" is the GPU when there is one; anything else must name a device this machine has."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} is not available: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def balance_loss(logits: Tensor) -> Tensor:

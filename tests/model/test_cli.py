@@ -78,3 +78,12 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, content: bytes, message
 def test_unreadable_path_exits_2(tmp_path: Path) -> None:
     run = nexp("fit", tmp_path / "missing.png", "--out", tmp_path / "out")
     assert run.returncode == 2 and "cannot read" in run.stderr
+
+
+@pytest.mark.parametrize(("device", "message"),
+                         [("cuda:7", "is not available"), ("banana", "unknown device")])
+def test_a_device_this_machine_lacks_exits_2(kodak_crop: Path, tmp_path: Path, device: str,
+                                             message: str) -> None:
+    run = nexp("fit", kodak_crop, "--out", tmp_path / "out", "--steps", 1, "--device", device)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
