@@ -24,8 +24,7 @@ run: install
 services:
 	scripts/ensure-services.sh
 
-test: install services
-	$(PY) -m ruff check model api worker bench tests
+test: lint services
 	$(PY) -m pytest -q
 
 bench: install

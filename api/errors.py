@@ -106,10 +106,6 @@ class JobNotReady(ApiError):
     status, code, title = 409, "job_not_ready", "The job has not succeeded"
 
 
-class JobActive(ApiError):
-    status, code, title = 409, "job_active", "The job is still queued or running"
-
-
 class JobFinished(ApiError):
     status, code, title = 409, "job_finished", "The job has already finished"
 
@@ -229,7 +225,7 @@ DESCRIPTIONS = {
     400: "Bad request: no file (`no_file`), or a body that cannot be parsed (`bad_request`)",
     401: "No API key, or not a valid one (`missing_api_key`, `invalid_api_key`)",
     404: "Unknown job (`job_not_found`)",
-    409: "The job is in the wrong state (`job_not_ready`, `job_active`, `job_finished`)",
+    409: "The job is in the wrong state (`job_not_ready`, `job_finished`)",
     413: "Too large: the body (`body_too_large`) or the signal (`too_large`, `too_long`...)",
     415: "Unknown or mislabelled content (`unsupported_type`, `content_type_mismatch`)",
     422: "Invalid content or options (`undecodable`, `invalid_option`, `over_limit`...)",

@@ -183,8 +183,7 @@ def _train(
     # The manager (and its encoder) may start frozen; it joins at step `frozen + 1`, before stage 2.
     routing = model.routing_parameters()
     frozen = min(round(schedule.manager_frozen_fraction * schedule.steps), first_stage)
-    for p in routing:
-        p.requires_grad_(frozen == 0)
+    _set_trainable(routing, frozen == 0)
     history: list[Progress] = []
     optimizer = make_adam(experts + others, schedule.lr, device)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
@@ -192,13 +191,11 @@ def _train(
     stage = "fit"
     for step in range(1, schedule.steps + 1):
         if step == frozen + 1:
-            for p in routing:
-                p.requires_grad_(True)
+            _set_trainable(routing, True)
         if step == first_stage + 1:
             # Stage 2: freeze encoders + manager, train the experts alone with a fresh Adam state,
             # continuing the decayed learning rate (method.md).
-            for p in others:
-                p.requires_grad_(False)
+            _set_trainable(others, False)
             optimizer = make_adam(experts, float(scheduler.get_last_lr()[0]), device)
             scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
             stage = "experts"
@@ -220,9 +217,13 @@ def _train(
             progress = Progress(step, schedule.steps, loss_value, metric, eta, stage)
             history.append(progress)
             report(progress)
-    for p in others:
-        p.requires_grad_(True)
+    _set_trainable(others, True)
     return history
+
+
+def _set_trainable(params: list[torch.nn.Parameter], trainable: bool) -> None:
+    for p in params:
+        p.requires_grad_(trainable)
 
 
 def _should_compile(options: FitOptions, schedule: FitPreset) -> bool:
@@ -301,6 +302,3 @@ def split_batch(batch: Batch, rows: int) -> tuple[list[Batch], Tensor | None]:
     ]
     return parts, torch.cat(index)
 
-
-def _detach(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.detach()

@@ -7,6 +7,7 @@ family of signal a model is built for: image (2 -> 3 or 2 -> 1), audio (1 -> 1),
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from model.network import Conditioning, ModelConfig
 from model.pretrain import PRETRAIN_LR
@@ -106,7 +107,7 @@ class FitPreset:
 
     def for_task(self, task: str) -> FitPreset:
         """This schedule as a fit of a `task` signal runs it: with that task's changes."""
-        changes = {name: value for t, name, value in self.task_changes if t == task}
+        changes: dict[str, Any] = {name: value for t, name, value in self.task_changes if t == task}
         return replace(self, **changes, task_changes=())
 
 

@@ -97,8 +97,14 @@ app = make_celery(get_settings())
 
 @worker_init.connect
 def _prepare(**_: object) -> None:
-    """In the worker's parent, before any child forks: broker folders and the jobs table."""
+    """In the worker's parent, before any child forks: its device, broker folders, the jobs table."""
+    from model.fit import resolve_device  # torch: the worker's, not every importer's
+
     settings = get_settings()
+    try:
+        resolve_device(settings.device)
+    except ValueError as e:  # a worker without its GPU would fail every job it took
+        raise SystemExit(f"NEXP_DEVICE: {e}") from None
     prepare_broker(settings)
     prepare_database(settings)
 

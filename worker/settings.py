@@ -38,7 +38,8 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
     NEXP_STALE_AFTER_S        a running job silent this long has lost its worker and is requeued;
                               queued jobs this old without a broker message are published again
     NEXP_CANCEL_GRACE_S       a cancel not honoured between steps this long ends the worker child
-    NEXP_DEVICE               torch device for fits: auto | cpu | cuda | cuda:N
+    NEXP_DEVICE               torch device for fits: auto | cpu | cuda | cuda:N (a worker
+                              refuses to start on a machine without that device)
     NEXP_TORCH_THREADS        torch intra-op threads per process (0 = torch's default)
     NEXP_RENDER_THREADS       renders computed at once by one API process
     NEXP_RENDER_CACHE_BYTES   bytes of rendered outputs kept in memory per API process
@@ -102,7 +103,7 @@ class Settings(BaseSettings):
     stale_after_s: PositiveFloat = 60.0
     cancel_grace_s: PositiveFloat = 15.0
 
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     torch_threads: int = Field(0, ge=0)
     render_threads: PositiveInt = 2
     render_cache_bytes: int = Field(256 * MIB, ge=0)

@@ -48,17 +48,6 @@ class Grid:
         mesh = torch.meshgrid(*axes, indexing="ij")
         return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
 
-    def cell_of(self, coords: Tensor) -> Tensor:
-        """Flat index of the cell holding each coordinate (N, d) -> (N,)."""
-        shape = torch.tensor(self.shape, device=coords.device)
-        unit = (coords - self.low) / (self.high - self.low)
-        idx = (unit * (shape - 1)).round().long().clamp(min=0)
-        idx = torch.minimum(idx, shape - 1)
-        flat = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
-        for axis in range(len(self.shape)):
-            flat = flat * self.shape[axis] + idx[:, axis]
-        return flat
-
 
 @dataclass
 class Batch:
@@ -75,8 +64,10 @@ class Signal(Protocol):
     kind: str
     task: str  # architecture family in model.presets ("image", "audio", "sdf")
     in_dim: int
-    out_dim: int
     grid: Grid  # pretraining grid (the sample grid for images and audio)
+
+    @property
+    def out_dim(self) -> int: ...
 
     def meta(self) -> dict[str, Any]:
         """JSON-able facts a checkpoint needs to render this signal without it."""

@@ -53,10 +53,10 @@ def read_image(path: Path, protocol: str | None = None, max_pixels: int = MAX_PI
                     "too_large",
                 )
             gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
-            img = img.convert("F" if gray else "RGB")
+            decoded = img.convert("F" if gray else "RGB")
             if protocol == "paper":
-                img = _paper_crop(img, path)
-            pixels = np.asarray(img, dtype=np.float32)
+                decoded = _paper_crop(decoded, path)
+            pixels = np.asarray(decoded, dtype=np.float32)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, SignalError):
             raise

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import trimesh
-from scipy.spatial import cKDTree
+from scipy.spatial import cKDTree  # type: ignore[import-untyped]
 from skimage.measure import marching_cubes
 from torch import Tensor
 

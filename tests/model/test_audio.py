@@ -94,7 +94,8 @@ def test_batch_subset_matches_its_coordinates(tmp_path: Path) -> None:
     assert full.coords.shape == (1000, 1) and full.target.shape == (1000, 1)
     part = signal.batch(torch.Generator().manual_seed(0), 100)
     assert part.coords.shape == (100, 1)
-    rows = signal.grid.cell_of(part.coords)
+    grid = signal.grid  # each coordinate is a sample's: its row is where it sits on the grid
+    rows = ((part.coords[:, 0] - grid.low) / (grid.high - grid.low) * (grid.shape[0] - 1)).round().long()
     torch.testing.assert_close(part.target, signal.samples[rows])
 
 

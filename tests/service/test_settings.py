@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,9 +42,18 @@ def test_the_environment_sets_everything(monkeypatch: pytest.MonkeyPatch) -> Non
     ("NEXP_LOAD_OPTIONS", '{"sdf": {"resolution": 3}}', "sdf loading has no option resolution"),
     ("NEXP_MAX_UPLOAD_BYTES", "0", "greater than 0"),
     ("NEXP_TORCH_THREADS", "-1", "greater than or equal to 0"),
+    ("NEXP_DEVICE", "gpu", "should match pattern"),
 ])
 def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str,
                                         value: str, message: str) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+def test_a_worker_refuses_to_start_without_its_device(tmp_path: Path) -> None:
+    env = {**os.environ, "NEXP_DATA_DIR": str(tmp_path), "NEXP_DEVICE": "cuda:7"}
+    run = subprocess.run([sys.executable, "-m", "celery", "-q", "-A", "worker.celery_app", "worker"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "NEXP_DEVICE: device 'cuda:7' is not available" in run.stderr + run.stdout
