@@ -78,11 +78,23 @@ def synced(fn: Callable[[], object], repeat: int, device: torch.device) -> Calla
 
 
 def speed(signal: ImageSignal, repeats: int, sides: list[int]) -> tuple[str, dict[str, object]]:
-    device = signal.pixels.device
-    batch = Batch(signal.grid.coords(device), signal.pixels)
+    """Markdown tables and their numbers: a training step, then a render at each of `sides`."""
     torch.manual_seed(0)
+    device = signal.pixels.device
     reference = ReferenceModel().to(device)
     ours = [NeuralExperts(model_config("neural-experts", "image", 2, 3)).to(device) for _ in range(2)]
+    text, data = step_times(signal, reference, ours, repeats)
+    for side in sides:
+        render_text, data[f"render_{side}_ms"] = render_times(reference, ours[0].eval(), side, repeats)
+        text += render_text
+    return text, data
+
+
+def step_times(signal: ImageSignal, reference: ReferenceModel, ours: list[NeuralExperts],
+               repeats: int) -> tuple[str, dict[str, object]]:
+    """The reference's step, ours eager (ours[0]) and compiled (ours[1]), interleaved."""
+    device = signal.pixels.device
+    batch = Batch(signal.grid.coords(device), signal.pixels)
     steps = {
         "reference (eager einsum)": reference_step_fn(reference, batch),
         "ours eager": our_step(ours[0], signal, batch, False, WHOLE_BATCH),
@@ -92,38 +104,38 @@ def speed(signal: ImageSignal, repeats: int, sides: list[int]) -> tuple[str, dic
     synced(steps["ours compiled"], 1, device)()
     compile_s = time.perf_counter() - started
     train = interleaved({k: synced(fn, STEPS_PER_SAMPLE, device) for k, fn in steps.items()}, repeats)
-    base = train["reference (eager einsum)"].median
-    rows: list[list[object]] = [
-        [name, f"{t.median / STEPS_PER_SAMPLE * 1e3:.2f}", f"{base / t.median:.2f}x"]
-        for name, t in train.items()
-    ]
+    ms = {name: t.median / STEPS_PER_SAMPLE * 1e3 for name, t in train.items()}
+    base = ms["reference (eager einsum)"]
+    rows: list[list[object]] = [[name, f"{m:.2f}", f"{base / m:.2f}x"] for name, m in ms.items()]
     text = (f"### Training step, {batch.coords.shape[0]:,} points (full batch)\n\n"
             + table(["", "median ms / step", "vs reference"], rows)
             + f"\nFirst compiled step (compile included): {compile_s:.1f} s.\n\n")
-    data: dict[str, object] = {"train_ms": {k: t.median / STEPS_PER_SAMPLE * 1e3 for k, t in train.items()},
-                               "compile_s": compile_s}
+    return text, {"train_ms": ms, "compile_s": compile_s}
 
-    model = ours[0].eval()
-    for side in sides:
-        coords = Grid((side, side), -1.0, 1.0).coords(device)
-        n = coords.shape[0]
-        candidates: dict[str, Callable[[], object]] = {
-            "reference (one batch, dense)": lambda c=coords: reference_render(reference, c, c.shape[0]),
-            "ours dense": lambda c=coords: model.predict_dense(c),
-            "ours routed": lambda c=coords: model.predict(c),
-        }
-        renders = interleaved({k: synced(fn, 1, device) for k, fn in candidates.items()}, repeats)
-        dense, dense_ids = model.predict_dense(coords)
-        routed, routed_ids = model.predict(coords)
-        base = renders["reference (one batch, dense)"].median
-        rows = [[name, f"{t.median * 1e3:.2f}", f"{n / t.median / 1e6:,.1f}M", f"{base / t.median:.2f}x"]
-                for name, t in renders.items()]
-        text += (f"### Rendering {side} x {side} ({n:,} points)\n\n"
-                 + table(["", "median ms", "points/s", "vs reference"], rows)
-                 + f"\nRouted == dense: same ids {torch.equal(dense_ids, routed_ids)}, max |diff| "
-                 f"{float((dense - routed).abs().max()):.1e}.\n\n")
-        data[f"render_{side}_ms"] = {k: t.median * 1e3 for k, t in renders.items()}
-    return text, data
+
+def render_times(reference: ReferenceModel, model: NeuralExperts, side: int, repeats: int
+                 ) -> tuple[str, dict[str, float]]:
+    """A side x side render: the reference (dense, one batch), ours dense, ours routed."""
+    device = next(model.parameters()).device
+    coords = Grid((side, side), -1.0, 1.0).coords(device)
+    n = coords.shape[0]
+    candidates: dict[str, Callable[[], object]] = {
+        "reference (one batch, dense)": lambda: reference_render(reference, coords, n),
+        "ours dense": lambda: model.predict_dense(coords),
+        "ours routed": lambda: model.predict(coords),
+    }
+    renders = interleaved({k: synced(fn, 1, device) for k, fn in candidates.items()}, repeats)
+    ms = {name: t.median * 1e3 for name, t in renders.items()}
+    base = ms["reference (one batch, dense)"]
+    rows: list[list[object]] = [[name, f"{m:.2f}", f"{n / m / 1e3:,.1f}M", f"{base / m:.2f}x"]
+                                for name, m in ms.items()]
+    dense, dense_ids = model.predict_dense(coords)
+    routed, routed_ids = model.predict(coords)
+    text = (f"### Rendering {side} x {side} ({n:,} points)\n\n"
+            + table(["", "median ms", "points/s", "vs reference"], rows)
+            + f"\nRouted == dense: same ids {torch.equal(dense_ids, routed_ids)}, max |diff| "
+            f"{float((dense - routed).abs().max()):.1e}.\n\n")
+    return text, ms
 
 
 def warm_pretraining(signal: ImageSignal, cache: Path, steps: int | None) -> float:
@@ -255,8 +267,9 @@ def main() -> None:
     pretrain_s = warm_pretraining(signal, args.scratch / "cache", args.steps)
     todo = jobs(args.images, args.models, args.presets)
     results = run_fits(todo, args, deadline, compile_step)
-    section.add(f"### Fits, {len(todo)} at once on the GPU\n\nThe paper's 3000-step random-map "
-                f"pretraining took {pretrain_s:.1f} s once, before the fits (cached and shared by "
+    pretrain_steps = schedule("paper", args.steps).pretrain_steps
+    section.add(f"### Fits, {len(todo)} at once on the GPU\n\nThe paper's {pretrain_steps}-step "
+                f"random-map pretraining took {pretrain_s:.1f} s once, before the fits (cached and shared by "
                 f"them). Seconds are wall time while the fits shared the GPU; a fit stopped at the "
                 f"deadline shows its training-batch PSNR (the whole image) at its last report.\n")
     section.add(fits_table(results) + "\n" + paper_means(results))
