@@ -77,16 +77,20 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" is the GPU when there is one; anything else must name a device this machine has."""
+    """"auto" is the GPU when there is one; anything else must name a device this machine has.
+
+    GPUs are counted through NVML (torch.cuda.device_count), not is_available(): that one
+    initialises CUDA, after which the worker parent's forked job children could not use it.
+    """
+    gpus = torch.cuda.device_count()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if gpus > 0 else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} is not available: this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        raise ValueError(f"device {name!r} is not available: this machine has {gpus} CUDA device(s)")
     return device
 
 

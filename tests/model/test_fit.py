@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.fit import FitCanceled, FitOptions, Progress, build_model, fit
+from model.fit import FitCanceled, FitOptions, Progress, build_model, fit, resolve_device
 from model.presets import PRESETS
 from model.signals import load_signal
 
@@ -128,3 +128,12 @@ def test_bad_fit_options_are_refused(kodak_crop: Path) -> None:
         fit(signal, FitOptions(lr=-1.0))
     with pytest.raises(ValueError, match="siren has a single decoder"):
         fit(signal, FitOptions(model="siren", experts=4))
+
+
+def test_resolving_the_device_leaves_cuda_uninitialised(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker's parent resolves NEXP_DEVICE before it forks job children, which could not use a
+    # CUDA that it had initialised (torch.cuda.is_available() initialises it; NVML's count does not).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: pytest.fail("is_available() initialises CUDA"))
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert not torch.cuda.is_initialized()
