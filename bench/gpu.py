@@ -27,7 +27,7 @@ import torch
 
 from bench.quality import LABELS, PAPER_PSNR
 from bench.reference import ReferenceModel, reference_render
-from bench.report import Section, save, table
+from bench.report import RESULTS_DIR, Section, save, table
 from bench.speed import our_step, reference_step_fn
 from bench.timing import interleaved
 from model.fit import FitCanceled, FitOptions, Progress, build_model, fit
@@ -38,8 +38,6 @@ from model.signals import Batch, Grid, load_signal
 from model.signals.image import ImageSignal
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "kodak"
-STEPS_PER_SAMPLE = 20
-"""Steps per timed sample: one synchronize per 20 steps keeps the host's wait out of a step."""
 WHOLE_BATCH = 1 << 62  # a GPU takes the batch whole (model.fit does the same)
 
 
@@ -77,13 +75,14 @@ def synced(fn: Callable[[], object], repeat: int, device: torch.device) -> Calla
     return run
 
 
-def speed(signal: ImageSignal, repeats: int, sides: list[int]) -> tuple[str, dict[str, object]]:
+def speed(signal: ImageSignal, repeats: int, steps_per_sample: int, sides: list[int]
+          ) -> tuple[str, dict[str, object]]:
     """Markdown tables and their numbers: a training step, then a render at each of `sides`."""
     torch.manual_seed(0)
     device = signal.pixels.device
     reference = ReferenceModel().to(device)
     ours = [NeuralExperts(model_config("neural-experts", "image", 2, 3)).to(device) for _ in range(2)]
-    text, data = step_times(signal, reference, ours, repeats)
+    text, data = step_times(signal, reference, ours, repeats, steps_per_sample)
     for side in sides:
         render_text, data[f"render_{side}_ms"] = render_times(reference, ours[0].eval(), side, repeats)
         text += render_text
@@ -91,7 +90,7 @@ def speed(signal: ImageSignal, repeats: int, sides: list[int]) -> tuple[str, dic
 
 
 def step_times(signal: ImageSignal, reference: ReferenceModel, ours: list[NeuralExperts],
-               repeats: int) -> tuple[str, dict[str, object]]:
+               repeats: int, steps_per_sample: int) -> tuple[str, dict[str, object]]:
     """The reference's step, ours eager (ours[0]) and compiled (ours[1]), interleaved."""
     device = signal.pixels.device
     batch = Batch(signal.grid.coords(device), signal.pixels)
@@ -103,8 +102,8 @@ def step_times(signal: ImageSignal, reference: ReferenceModel, ours: list[Neural
     started = time.perf_counter()
     synced(steps["ours compiled"], 1, device)()
     compile_s = time.perf_counter() - started
-    train = interleaved({k: synced(fn, STEPS_PER_SAMPLE, device) for k, fn in steps.items()}, repeats)
-    ms = {name: t.median / STEPS_PER_SAMPLE * 1e3 for name, t in train.items()}
+    train = interleaved({k: synced(fn, steps_per_sample, device) for k, fn in steps.items()}, repeats)
+    ms = {name: t.median / steps_per_sample * 1e3 for name, t in train.items()}
     base = ms["reference (eager einsum)"]
     rows: list[list[object]] = [[name, f"{m:.2f}", f"{base / m:.2f}x"] for name, m in ms.items()]
     text = (f"### Training step, {batch.coords.shape[0]:,} points (full batch)\n\n"
@@ -245,9 +244,13 @@ def main() -> None:
                         help="render sizes timed; none skips the speed tables")
     parser.add_argument("--models", nargs="+", default=list(LABELS), choices=list(LABELS))
     parser.add_argument("--presets", nargs="+", default=["paper", "fast"], choices=["paper", "fast"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--steps-per-sample", type=int, default=20,
+                        help="training steps per timed sample (one synchronize each keeps the host's "
+                             "wait out of a step)")
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/bench-gpu"))
     parser.add_argument("--record", action="store_true", help="write the tables into bench/RESULTS.md")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder for gpu.json and gpu.md")
     args = parser.parse_args()
     if args.device != "cpu" and not torch.cuda.is_available():
         parser.error("no CUDA device: this benchmark is for a GPU (`python -m bench` runs on a CPU)")
@@ -260,7 +263,7 @@ def main() -> None:
     compile_step, data = True, {}
     if args.render_sides:
         try:
-            text, data = speed(signal, args.repeats, args.render_sides)
+            text, data = speed(signal, args.repeats, args.steps_per_sample, args.render_sides)
         except Exception as e:  # a broken compile still leaves the fits to run, eagerly
             text, compile_step = f"Speed failed: {type(e).__name__}: {e}\n", False
         section.add(text)
@@ -274,7 +277,7 @@ def main() -> None:
                 f"deadline shows its training-batch PSNR (the whole image) at its last report.\n")
     section.add(fits_table(results) + "\n" + paper_means(results))
     section.data = {**data, "pretrain_s": pretrain_s, "fits": results}
-    print(f"saved {save(section, args.record)}")
+    print(f"saved {save(section, args.record, args.results)}")
 
 
 if __name__ == "__main__":

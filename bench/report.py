@@ -71,11 +71,11 @@ def _module() -> str:
     return "bench" if script.name == "__main__.py" else f"bench.{script.stem}"
 
 
-def save(section: Section, record: bool) -> Path:
-    """Write results/<section>.json (+ .md); with `record`, replace the section in RESULTS.md."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def save(section: Section, record: bool, folder: Path = RESULTS_DIR) -> Path:
+    """Write <folder>/<section>.json (+ .md); with `record`, replace the section in RESULTS.md."""
+    folder.mkdir(parents=True, exist_ok=True)
     info = machine()
-    path = RESULTS_DIR / f"{section.name}.json"
+    path = folder / f"{section.name}.json"
     path.write_text(json.dumps({"machine": info, **section.data}, indent=2, default=str) + "\n")
     header = (
         f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores, "
@@ -83,7 +83,7 @@ def save(section: Section, record: bool) -> Path:
         f"torch {info['torch']}, with `{info['command']}`.\n"
     )
     snippet = header + "\n" + "\n".join(section.markdown)
-    (RESULTS_DIR / f"{section.name}.md").write_text(snippet)
+    (folder / f"{section.name}.md").write_text(snippet)
     if record:
         _record(section.name, snippet)
     return path
