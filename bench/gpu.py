@@ -25,20 +25,19 @@ from typing import Any
 
 import torch
 
-from bench.quality import LABELS, PAPER_PSNR
+from bench.quality import LABELS, PAPER_PSNR, expert_shares
 from bench.reference import ReferenceModel, reference_render
 from bench.report import RESULTS_DIR, Section, save, table
 from bench.speed import our_step, reference_step_fn
 from bench.timing import interleaved
 from model.fit import FitCanceled, FitOptions, Progress, build_model, fit
-from model.network import NeuralExperts
+from model.network import NeuralExperts, train_rows
 from model.presets import PRESETS, FitPreset, model_config
 from model.pretrain import pretrained_model
 from model.signals import Batch, Grid, load_signal
 from model.signals.image import ImageSignal
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "kodak"
-WHOLE_BATCH = 1 << 62  # a GPU takes the batch whole (model.fit does the same)
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,8 @@ def step_times(signal: ImageSignal, reference: ReferenceModel, ours: list[Neural
     batch = Batch(signal.grid.coords(device), signal.pixels)
     steps = {
         "reference (eager einsum)": reference_step_fn(reference, batch),
-        "ours eager": our_step(ours[0], signal, batch, False, WHOLE_BATCH),
-        "ours compiled": our_step(ours[1], signal, batch, True, WHOLE_BATCH),
+        "ours eager": our_step(ours[0], signal, batch, False, train_rows(device)),
+        "ours compiled": our_step(ours[1], signal, batch, True, train_rows(device)),
     }
     started = time.perf_counter()
     synced(steps["ours compiled"], 1, device)()
@@ -173,10 +172,8 @@ def fit_one(job: FitJob, args: argparse.Namespace, out: Path, deadline: float, c
     except Exception as e:  # the table says which fit broke and why
         write(error=f"{type(e).__name__}: {e}")
         raise
-    _, ids = result.model.predict(signal.grid.coords(args.device))
-    shares = torch.bincount(ids, minlength=result.model.n_experts).float() / ids.numel()
     write(done=True, step=result.history[-1].step, **result.metrics,
-          shares=[round(float(s), 3) for s in shares])
+          shares=expert_shares(result.model, signal))
 
 
 def run_fits(todo: list[FitJob], args: argparse.Namespace, deadline: float, compile_step: bool

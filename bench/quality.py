@@ -15,8 +15,9 @@ import torch
 
 from bench.report import Section, table
 from model.fit import FitOptions, fit, resolve_device
+from model.network import NeuralExperts
 from model.presets import PRESETS, FitPreset
-from model.signals import load_signal
+from model.signals import Signal, load_signal
 
 MODELS = ("siren", "siren-wider", "neural-experts")
 LABELS = {"siren": "SIREN Base", "siren-wider": "SIREN Wider", "neural-experts": "Neural Experts"}
@@ -69,11 +70,19 @@ class Run:
     """Fraction of pixels each expert owns after the fit (one 1.0 for a SIREN)."""
 
 
+def expert_shares(model: NeuralExperts, signal: Signal) -> list[float]:
+    """Fraction of the signal's grid points each expert owns (one 1.0 for a SIREN)."""
+    _, ids = model.predict(signal.grid.coords(next(model.parameters()).device))
+    shares = torch.bincount(ids, minlength=model.n_experts).float() / ids.numel()
+    return [round(float(s), 3) for s in shares]
+
+
 class Runner:
     """Fits (model, lr, image, schedule) once and remembers every run."""
 
     def __init__(self, kodak: Path, cache_dir: Path) -> None:
         self.kodak, self.cache_dir = kodak, cache_dir
+        self.device = str(resolve_device("auto"))  # the signal's tensors live where the fit runs
         self.done: dict[tuple[str, str, FitPreset], Run] = {}
 
     @property
@@ -84,15 +93,12 @@ class Runner:
         schedule = schedule.with_overrides(lr=lr)
         if (model, image, schedule) in self.done:
             return self.done[(model, image, schedule)]
-        device = str(resolve_device("auto"))
-        signal = load_signal(self.kodak / f"{image}.png", protocol="paper", device=device)
+        signal = load_signal(self.kodak / f"{image}.png", protocol="paper", device=self.device)
         started = time.perf_counter()
         result = fit(signal, FitOptions(model=model), cache_dir=self.cache_dir, schedule=schedule)
         seconds = time.perf_counter() - started
-        _, ids = result.model.predict(signal.grid.coords(device))
-        shares = torch.bincount(ids, minlength=result.model.n_experts).float() / ids.numel()
         run = Run(model, schedule.lr, image, schedule.steps, result.metrics["psnr"],
-                  result.metrics["psnr_paper"], seconds, [round(float(s), 3) for s in shares])
+                  result.metrics["psnr_paper"], seconds, expert_shares(result.model, signal))
         print(f"  {run}", flush=True)
         self.done[(model, image, schedule)] = run
         return run

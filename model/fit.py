@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from model.network import CPU_BATCH_ROWS, NeuralExperts, count_parameters
+from model.network import NeuralExperts, count_parameters, train_rows
 from model.presets import FitPreset, model_config, preset
 from model.pretrain import pretrained_model
 from model.signals.base import Batch, Signal
@@ -180,9 +180,7 @@ def _train(
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(options.seed)
     loss_fn = make_loss_fn(model, signal, schedule.balance_weight, _should_compile(options, schedule))
-    # CPU steps run in micro-batches (CPU_BATCH_ROWS): a 128 x 128 image's step went 1.25x -> 1.5x
-    # the reference's speed. A GPU takes the batch whole.
-    rows = CPU_BATCH_ROWS if device.type == "cpu" else 1 << 62
+    rows = train_rows(device)
 
     # The manager (and its encoder) may start frozen; it joins at step `frozen + 1`, before stage 2.
     routing = model.routing_parameters()

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from scipy.cluster.vq import kmeans2  # type: ignore[import-untyped]
 from torch import Tensor
 
-from model.network import CPU_BATCH_ROWS, NeuralExperts
+from model.network import CPU_BATCH_ROWS, NeuralExperts, train_rows
 from model.signals.base import Grid
 
 PRETRAIN_MODES = ("random", "grid", "kmeans", "none")
@@ -74,7 +74,7 @@ def pretrain_manager(
     _, others = model.parameter_groups()
     opt = torch.optim.Adam(others, lr=lr, fused=device.type in ("cpu", "cuda"))
     gen = torch.Generator(device=device).manual_seed(seed)
-    rows = CPU_BATCH_ROWS if device.type == "cpu" else 1 << 62  # as fit's micro-batches
+    rows = train_rows(device)
     for step in range(steps):
         if coords.shape[0] > max_points:
             picked = torch.randint(0, coords.shape[0], (max_points,), device=device, generator=gen)
