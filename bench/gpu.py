@@ -4,8 +4,9 @@
    and CUDA-synchronised: the reference's eager einsum re-creation (bench/reference.py), ours
    eager, ours compiled; then rendering, dense vs routed, at 128 x 128 and at 1024 x 1024.
 2. Fits of Kodak images at the paper's preset (30k steps, lr 1e-5, 3000-step random-map
-   pretraining) for SIREN Base, SIREN Wider and Neural Experts, and the fast preset, each in its
-   own process and all at once on the one GPU (a 366k-parameter step leaves most of it idle).
+   pretraining) for SIREN Base, SIREN Wider and Neural Experts, and the fast preset (per seed,
+   with the step compiled and eager), each in its own process and all at once on the one GPU (a
+   366k-parameter step leaves most of it idle).
    A fit still running at the deadline stops there and reports the step it reached, so a lease
    of a few minutes always brings back a table.
 """
@@ -30,7 +31,16 @@ from bench.reference import ReferenceModel, reference_render
 from bench.report import RESULTS_DIR, Section, save, table
 from bench.speed import our_step, reference_step_fn
 from bench.timing import interleaved
-from model.fit import FitCanceled, FitOptions, Progress, build_model, fit
+from model.fit import (
+    FitCanceled,
+    FitOptions,
+    Progress,
+    accumulate_gradients,
+    build_model,
+    fit,
+    make_adam,
+    make_loss_fn,
+)
 from model.network import NeuralExperts, train_rows
 from model.presets import PRESETS, FitPreset, model_config
 from model.pretrain import pretrained_model
@@ -45,16 +55,22 @@ class FitJob:
     model: str
     preset: str
     image: str
+    seed: int = 0
+    step: str = "compiled"
+    """compiled or eager"""
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.preset}-{self.image}"
+        return f"{self.model}-{self.preset}-{self.image}-{self.seed}-{self.step}"
 
 
-def jobs(images: list[str], models: list[str], presets: list[str]) -> list[FitJob]:
-    """Every model at the paper's preset on every image; the fast preset on the first image."""
+def jobs(images: list[str], models: list[str], presets: list[str], fast_image: str, seeds: list[int],
+         steps: list[str]) -> list[FitJob]:
+    """Every model at the paper's preset on every image (seed 0, compiled); the fast preset on
+    `fast_image` for every seed and step kind (its lr 1e-3 fits are chaotic: one run says little)."""
     paper = [FitJob(m, "paper", i) for i in images for m in models]
-    fast = [FitJob(m, "fast", images[0]) for m in models if m != "siren-wider"]
+    fast = [FitJob(m, "fast", fast_image, seed, step)
+            for m in models if m != "siren-wider" for seed in seeds for step in steps]
     return [job for job in paper + fast if job.preset in presets]
 
 
@@ -80,7 +96,7 @@ def speed(signal: ImageSignal, repeats: int, steps_per_sample: int, sides: list[
     torch.manual_seed(0)
     device = signal.pixels.device
     reference = ReferenceModel().to(device)
-    ours = [NeuralExperts(model_config("neural-experts", "image", 2, 3)).to(device) for _ in range(2)]
+    ours = [NeuralExperts(model_config("neural-experts", "image", 2, 3)).to(device) for _ in range(3)]
     text, data = step_times(signal, reference, ours, repeats, steps_per_sample)
     for side in sides:
         render_text, data[f"render_{side}_ms"] = render_times(reference, ours[0].eval(), side, repeats)
@@ -88,9 +104,25 @@ def speed(signal: ImageSignal, repeats: int, steps_per_sample: int, sides: list[
     return text, data
 
 
+def graphed_step(model: NeuralExperts, signal: ImageSignal, batch: Batch) -> Callable[[], object]:
+    """An experiment, not what model.fit runs: the step compiled with mode="reduce-overhead", so
+    its forward and backward replay as CUDA graphs (a 366k-parameter step is launch-bound)."""
+    loss_fn = torch.compile(make_loss_fn(model, signal, 0.0, False), mode="reduce-overhead")
+    optimizer = make_adam(list(model.parameters()), 1e-5, batch.coords.device)
+
+    def step() -> None:
+        torch.compiler.cudagraph_mark_step_begin()
+        optimizer.zero_grad(set_to_none=True)
+        accumulate_gradients(loss_fn, batch, 1 << 62)
+        optimizer.step()
+
+    return step
+
+
 def step_times(signal: ImageSignal, reference: ReferenceModel, ours: list[NeuralExperts],
                repeats: int, steps_per_sample: int) -> tuple[str, dict[str, object]]:
-    """The reference's step, ours eager (ours[0]) and compiled (ours[1]), interleaved."""
+    """The reference's step, ours eager (ours[0]), compiled (ours[1]) and, on a GPU, compiled
+    into CUDA graphs (ours[2]), interleaved."""
     device = signal.pixels.device
     batch = Batch(signal.grid.coords(device), signal.pixels)
     steps = {
@@ -101,6 +133,13 @@ def step_times(signal: ImageSignal, reference: ReferenceModel, ours: list[Neural
     started = time.perf_counter()
     synced(steps["ours compiled"], 1, device)()
     compile_s = time.perf_counter() - started
+    if device.type == "cuda":
+        graphed = graphed_step(ours[2], signal, batch)
+        try:
+            synced(graphed, 3, device)()  # CUDA graphs record on the first calls
+            steps["ours compiled, CUDA graphs"] = graphed
+        except Exception as e:  # an experiment: its failure is a finding, not the end of the run
+            print(f"CUDA graphs step failed: {type(e).__name__}: {e}")
     train = interleaved({k: synced(fn, steps_per_sample, device) for k, fn in steps.items()}, repeats)
     ms = {name: t.median / steps_per_sample * 1e3 for name, t in train.items()}
     base = ms["reference (eager einsum)"]
@@ -162,7 +201,8 @@ def fit_one(job: FitJob, args: argparse.Namespace, out: Path, deadline: float, c
         if p.step > 0 and (p.step % 500 == 0 or p.step == p.total):
             write(step=p.step, total=p.total, batch_psnr=p.metric)
 
-    options = FitOptions(model=job.model, device=args.device, compile=compile_step)
+    options = FitOptions(model=job.model, device=args.device, seed=job.seed,
+                         compile=compile_step and job.step == "compiled")
     try:
         result = fit(signal, options, report, lambda: time.time() > deadline, args.scratch / "cache",
                      schedule(job.preset, args.steps))
@@ -206,14 +246,14 @@ def fits_table(results: list[dict[str, object]]) -> str:
         shares = r.get("shares", [])
         assert isinstance(shares, list)
         rows.append([
-            LABELS[job["model"]], job["preset"], job["image"], where, psnr,
+            LABELS[job["model"]], job["preset"], job["image"], job["seed"], job["step"], where, psnr,
             f"{r['psnr_paper']:.2f}" if r.get("done") else "-",
             f"{r['seconds']:.0f}" if "seconds" in r else "-",
             " / ".join(f"{s:.2f}" for s in shares) if len(shares) > 1 else "-",
             f"{PAPER_PSNR[job['model']]:.2f}" if job["preset"] == "paper" else "",
             r.get("error", r.get("stopped", "")),
         ])
-    return table(["model", "preset", "image", "steps", "PSNR [0,1]", "PSNR paper [-1,1]", "s",
+    return table(["model", "preset", "image", "seed", "step", "steps", "PSNR [0,1]", "PSNR paper [-1,1]", "s",
                   "expert shares", "paper (24-image mean)", "note"], rows)
 
 
@@ -241,6 +281,10 @@ def main() -> None:
                         help="render sizes timed; none skips the speed tables")
     parser.add_argument("--models", nargs="+", default=list(LABELS), choices=list(LABELS))
     parser.add_argument("--presets", nargs="+", default=["paper", "fast"], choices=["paper", "fast"])
+    parser.add_argument("--fast-image", help="the image of the fast-preset fits (default: the first)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the fast-preset fits")
+    parser.add_argument("--fast-steps", nargs="+", default=["compiled"], choices=["compiled", "eager"],
+                        help="step kinds of the fast-preset fits")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--steps-per-sample", type=int, default=20,
                         help="training steps per timed sample (one synchronize each keeps the host's "
@@ -265,7 +309,8 @@ def main() -> None:
             text, compile_step = f"Speed failed: {type(e).__name__}: {e}\n", False
         section.add(text)
     pretrain_s = warm_pretraining(signal, args.scratch / "cache", args.steps)
-    todo = jobs(args.images, args.models, args.presets)
+    todo = jobs(args.images, args.models, args.presets, args.fast_image or args.images[0], args.seeds,
+                args.fast_steps)
     results = run_fits(todo, args, deadline, compile_step)
     pretrain_steps = schedule("paper", args.steps).pretrain_steps
     section.add(f"### Fits, {len(todo)} at once on the GPU\n\nThe paper's {pretrain_steps}-step "

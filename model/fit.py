@@ -179,13 +179,14 @@ def _train(
         first_stage = schedule.steps  # a SIREN has nothing to freeze: one stage
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(options.seed)
-    loss_fn = make_loss_fn(model, signal, schedule.balance_weight, _should_compile(options, schedule))
+    compiled = _should_compile(options, schedule)
     rows = train_rows(device)
 
     # The manager (and its encoder) may start frozen; it joins at step `frozen + 1`, before stage 2.
     routing = model.routing_parameters()
     frozen = min(round(schedule.manager_frozen_fraction * schedule.steps), first_stage)
     _set_trainable(routing, frozen == 0)
+    loss_fn = make_loss_fn(model, signal, schedule.balance_weight, compiled)
     history: list[Progress] = []
     optimizer = make_adam(experts + others, schedule.lr, device)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
@@ -194,10 +195,12 @@ def _train(
     for step in range(1, schedule.steps + 1):
         if step == frozen + 1:
             _set_trainable(routing, True)
+            loss_fn = make_loss_fn(model, signal, schedule.balance_weight, compiled)
         if step == first_stage + 1:
             # Stage 2: freeze encoders + manager, train the experts alone with a fresh Adam state,
             # continuing the decayed learning rate (method.md).
             _set_trainable(others, False)
+            loss_fn = make_loss_fn(model, signal, schedule.balance_weight, compiled)
             optimizer = make_adam(experts, float(scheduler.get_last_lr()[0]), device)
             scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
             stage = "experts"
@@ -240,7 +243,8 @@ def make_adam(params: list[torch.nn.Parameter], lr: float, device: torch.device)
 
 def make_loss_fn(model: NeuralExperts, signal: Signal, balance_weight: float, compiled: bool) -> LossFn:
     """(coords, target, n_surface) -> (loss, values, logits): a step's forward, which `compiled`
-    hands to torch.compile together with its backward."""
+    hands to torch.compile together with its backward. Make a new one whenever parameters are
+    frozen or unfrozen: a compiled step is traced for the trainable set it first saw."""
 
     def loss_fn(coords: Tensor, target: Tensor, n_surface: int) -> tuple[Tensor, Tensor, Tensor | None]:
         values, logits = model(coords)
@@ -249,7 +253,14 @@ def make_loss_fn(model: NeuralExperts, signal: Signal, balance_weight: float, co
             loss = loss + balance_weight * balance_loss(logits)
         return loss, values, logits
 
-    return torch.compile(loss_fn) if compiled else loss_fn
+    if not compiled:
+        return loss_fn
+    # Compiled code is cached per code object and reused while its guards pass, and torch 2.11's
+    # guards on CUDA missed a parameter's requires_grad change: the manager, unfrozen at 30% of a
+    # fast fit, never got a gradient again (8 dB lost; bench/RESULTS.md, "gpu"). So every step
+    # function starts from an empty cache; a retrace costs ~1 s with inductor's on-disk cache warm.
+    torch.compiler.reset()
+    return torch.compile(loss_fn)
 
 
 def accumulate_gradients(

@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_the_gpu_benchmark_dry_runs_on_a_cpu(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-W", "ignore", "-m", "bench.gpu", "--device", "cpu", "--steps", "3",
-         "--images", "kodim19", "--kodak", str(shared_data("images", "kodak")), "--render-sides", "32",
-         "--repeats", "1", "--steps-per-sample", "1",
-         "--models", "siren", "neural-experts", "--presets", "paper",
+         "--images", "kodim19", "--fast-image", "kodim05", "--kodak", str(shared_data("images", "kodak")),
+         "--render-sides", "32", "--repeats", "1", "--steps-per-sample", "1",
+         "--models", "siren", "neural-experts", "--seeds", "1", "--fast-steps", "eager",
          "--budget", "240", "--scratch", str(tmp_path / "scratch"), "--results", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -27,7 +27,11 @@ def test_the_gpu_benchmark_dry_runs_on_a_cpu(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "gpu.json").read_text())
     assert set(result["train_ms"]) == {"reference (eager einsum)", "ours eager", "ours compiled"}
     assert set(result["render_32_ms"]) == {"reference (one batch, dense)", "ours dense", "ours routed"}
-    fits = {f["job"]["model"]: f for f in result["fits"]}
-    assert set(fits) == {"siren", "neural-experts"}
+    key = ("model", "preset", "image", "seed", "step")
+    fits = {tuple(f["job"][k] for k in key): f for f in result["fits"]}
+    models = ("siren", "neural-experts")
+    expected = {(m, "paper", "kodim19", 0, "compiled") for m in models} | {
+        (m, "fast", "kodim05", 1, "eager") for m in models}
+    assert set(fits) == expected
     assert all(f["done"] and f["step"] == 3 and math.isfinite(f["psnr"]) for f in fits.values())
     assert "Routed == dense: same ids True" in (tmp_path / "gpu.md").read_text()

@@ -103,6 +103,21 @@ def test_compiled_step_matches_eager() -> None:
                       _gradients(_small(), batch, 128))
 
 
+def test_a_compiled_step_trains_what_each_stage_of_a_fit_trains() -> None:
+    """model.fit freezes the manager, unfreezes it, then trains the experts alone, with a new step
+    function each time. torch 2.11 on CUDA reused a step traced with the manager frozen, which
+    then never trained again; each compiled step must train exactly what an eager one does."""
+    batch = _batch(256)
+    model, reference = _small(), _small()
+    stages = [lambda name: not name.startswith("manager"), lambda name: True,
+              lambda name: name.startswith("experts.")]
+    for trainable in stages:
+        for m in (model, reference):
+            for name, parameter in m.named_parameters():
+                parameter.requires_grad_(trainable(name))
+        _assert_same_step(_gradients(model, batch, 128, compiled=True), _gradients(reference, batch, 128))
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 2048, 4096, 5000])
 def test_routed_chunks_equal_dense(chunk: int) -> None:
     model = _small().eval()
