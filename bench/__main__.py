@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from bench import audio, fast, quality, sdf, soak, speed
-from bench.report import Section, save
+from bench.report import RESULTS_DIR, Section, save
 from model.signals import load_signal
 from model.signals.image import ImageSignal
 
@@ -54,9 +54,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("sections", nargs="*", metavar="section",
                         help=f"any of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--full", action="store_true", help="the paper's full protocol (for a GPU)")
+    parser.add_argument("--steps", type=int, help="a dry run: every fit cut to this many steps "
+                        "(and pretraining steps); the numbers mean nothing")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for CPU timings")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--record", action="store_true", help="write the tables into bench/RESULTS.md")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR,
+                        help="folder for each section's JSON and tables")
     parser.add_argument("--duration", type=float, default=180, help="soak: seconds of load")
     parser.add_argument("--quick", action="store_true", help=f"soak: {soak.QUICK_S} s only")
     parser.add_argument("--clients", type=int, default=4,
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.sections or list(SECTIONS):
         print(f"\n## {name}\n", flush=True)
         section = SECTIONS[name](args)
-        print(f"saved {save(section, args.record)}")
+        print(f"saved {save(section, args.record, args.results)}")
         if section.data.get("lost"):  # soak, load: a job that never ended is a failure
             sys.exit(f"{name}: {section.data['lost']} jobs lost")
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.quality import cut
 from bench.report import Section, table
 from model.fit import FitOptions, fit
 from model.presets import PRESETS, FitPreset
@@ -32,8 +33,10 @@ class AudioRun:
     seconds: float
 
 
-def _fit(path: Path, model: str, schedule: FitPreset, lr: float | None, cache_dir: Path) -> AudioRun:
+def _fit(path: Path, model: str, schedule: FitPreset, lr: float | None, cache_dir: Path,
+         steps: int | None) -> AudioRun:
     signal = load_signal(path)
+    schedule = cut(schedule, steps)
     started = time.perf_counter()
     result = fit(signal, FitOptions(model=model, lr=lr), cache_dir=cache_dir, schedule=schedule)
     return AudioRun(path.stem.removeprefix("gt_"), model, result.config["fit"]["schedule"]["lr"],
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace, folder: Path, cache_dir: Path) -> Section:
         section.add("Full mode: the paper's protocol (full batch, 30k steps, lr 1e-5).\n")
         for clip in CLIPS:
             for model in ("siren", "siren-wider", "neural-experts"):
-                runs.append(_fit(folder / f"gt_{clip}.wav", model, PRESETS["paper"], None, cache_dir))
+                runs.append(_fit(folder / f"gt_{clip}.wav", model, PRESETS["paper"], None, cache_dir,
+                                 args.steps))
                 print(f"  {runs[-1]}", flush=True)
         rows = [[r.clip, r.model, f"{r.lr:g}", f"{r.mse * 1e4:.3g}", f"{r.seconds:.0f}"] for r in runs]
     else:
@@ -60,8 +64,8 @@ def run(args: argparse.Namespace, folder: Path, cache_dir: Path) -> Section:
         rows = []
         for clip in CLIPS:
             path = folder / f"gt_{clip}.wav"
-            sirens = [_fit(path, "siren", fast, lr, cache_dir) for lr in SIREN_SWEEP]
-            experts = _fit(path, "neural-experts", fast, None, cache_dir)
+            sirens = [_fit(path, "siren", fast, lr, cache_dir, args.steps) for lr in SIREN_SWEEP]
+            experts = _fit(path, "neural-experts", fast, None, cache_dir, args.steps)
             runs += [*sirens, experts]
             for r in (min(sirens, key=lambda r: r.mse), experts):
                 print(f"  {r}", flush=True)

@@ -34,7 +34,7 @@ def variants(fast: FitPreset) -> dict[str, FitPreset]:
 def run(args: argparse.Namespace, kodak: Path, cache_dir: Path) -> Section:
     section = Section("fast")
     fast = PRESETS["fast"]
-    fit_once = Runner(kodak, cache_dir)
+    fit_once = Runner(kodak, cache_dir, args.steps)
     rows: list[list[object]] = []
     for label, schedule in variants(fast).items():
         runs = [fit_once("neural-experts", None, image, schedule) for image in IMAGES]

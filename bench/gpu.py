@@ -20,13 +20,13 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.quality import LABELS, PAPER_PSNR, expert_shares
+from bench.quality import LABELS, PAPER_PSNR, cut, expert_shares
 from bench.reference import ReferenceModel, reference_render
 from bench.report import RESULTS_DIR, Section, save, table
 from bench.speed import our_step, reference_step_fn
@@ -42,7 +42,7 @@ from model.fit import (
     make_loss_fn,
 )
 from model.network import NeuralExperts, train_rows
-from model.presets import PRESETS, FitPreset, model_config
+from model.presets import PRESETS, model_config
 from model.pretrain import pretrained_model
 from model.signals import Batch, Grid, load_signal
 from model.signals.image import ImageSignal
@@ -72,12 +72,6 @@ def jobs(images: list[str], models: list[str], presets: list[str], fast_image: s
     fast = [FitJob(m, "fast", fast_image, seed, step)
             for m in models if m != "siren-wider" for seed in seeds for step in steps]
     return [job for job in paper + fast if job.preset in presets]
-
-
-def schedule(preset: str, steps: int | None) -> FitPreset:
-    """The preset, or for a dry run the preset cut to `steps` steps of fit and of pretraining."""
-    chosen = PRESETS[preset]
-    return chosen if steps is None else replace(chosen, steps=steps, pretrain_steps=steps)
 
 
 def synced(fn: Callable[[], object], repeat: int, device: torch.device) -> Callable[[], object]:
@@ -177,7 +171,7 @@ def render_times(reference: ReferenceModel, model: NeuralExperts, side: int, rep
 
 def warm_pretraining(signal: ImageSignal, cache: Path, steps: int | None) -> float:
     """Pretrain the paper's random map once, so the Neural Experts fits all load it from the cache."""
-    paper = schedule("paper", steps)
+    paper = cut(PRESETS["paper"], steps)
     model = build_model(signal, FitOptions()).to(signal.pixels.device)
     started = time.perf_counter()
     pretrained_model(model, signal.grid, paper.pretrain, paper.pretrain_steps,
@@ -205,7 +199,7 @@ def fit_one(job: FitJob, args: argparse.Namespace, out: Path, deadline: float, c
                          compile=compile_step and job.step == "compiled")
     try:
         result = fit(signal, options, report, lambda: time.time() > deadline, args.scratch / "cache",
-                     schedule(job.preset, args.steps))
+                     cut(PRESETS[job.preset], args.steps))
     except FitCanceled:
         write(stopped="deadline")
         return
@@ -312,7 +306,7 @@ def main() -> None:
     todo = jobs(args.images, args.models, args.presets, args.fast_image or args.images[0], args.seeds,
                 args.fast_steps)
     results = run_fits(todo, args, deadline, compile_step)
-    pretrain_steps = schedule("paper", args.steps).pretrain_steps
+    pretrain_steps = cut(PRESETS["paper"], args.steps).pretrain_steps
     section.add(f"### Fits, {len(todo)} at once on the GPU\n\nThe paper's {pretrain_steps}-step "
                 f"random-map pretraining took {pretrain_s:.1f} s once, before the fits (cached and shared by "
                 f"them). Seconds are wall time while the fits shared the GPU; a fit stopped at the "

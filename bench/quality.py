@@ -40,6 +40,11 @@ RANDOM_MAP_STEPS, RANDOM_MAP_LR = 60, 3e-4
 and 100% in 100 (1e-4: 99.0% in 100; 1e-3 never left chance), where the paper runs 3000 steps."""
 
 
+def cut(schedule: FitPreset, steps: int | None) -> FitPreset:
+    """A dry run's schedule: `steps` steps of fit and of pretraining (None: the schedule as is)."""
+    return schedule if steps is None else replace(schedule, steps=steps, pretrain_steps=steps)
+
+
 def cpu_plan() -> Plan:
     fast = PRESETS["fast"]
     schedule = replace(PRESETS["paper"], steps=fast.steps, pretrain_steps=RANDOM_MAP_STEPS,
@@ -78,10 +83,11 @@ def expert_shares(model: NeuralExperts, signal: Signal) -> list[float]:
 
 
 class Runner:
-    """Fits (model, lr, image, schedule) once and remembers every run."""
+    """Fits (model, lr, image, schedule) once and remembers every run; a dry run (`steps`) cuts
+    every schedule to that many steps."""
 
-    def __init__(self, kodak: Path, cache_dir: Path) -> None:
-        self.kodak, self.cache_dir = kodak, cache_dir
+    def __init__(self, kodak: Path, cache_dir: Path, steps: int | None = None) -> None:
+        self.kodak, self.cache_dir, self.steps = kodak, cache_dir, steps
         self.device = str(resolve_device("auto"))  # the signal's tensors live where the fit runs
         self.done: dict[tuple[str, str, FitPreset], Run] = {}
 
@@ -95,9 +101,10 @@ class Runner:
             return self.done[(model, image, schedule)]
         signal = load_signal(self.kodak / f"{image}.png", protocol="paper", device=self.device)
         started = time.perf_counter()
-        result = fit(signal, FitOptions(model=model), cache_dir=self.cache_dir, schedule=schedule)
+        result = fit(signal, FitOptions(model=model), cache_dir=self.cache_dir,
+                     schedule=cut(schedule, self.steps))
         seconds = time.perf_counter() - started
-        run = Run(model, schedule.lr, image, schedule.steps, result.metrics["psnr"],
+        run = Run(model, schedule.lr, image, result.history[-1].step, result.metrics["psnr"],
                   result.metrics["psnr_paper"], seconds, expert_shares(result.model, signal))
         print(f"  {run}", flush=True)
         self.done[(model, image, schedule)] = run
@@ -107,7 +114,7 @@ class Runner:
 def run(args: argparse.Namespace, kodak: Path, cache_dir: Path) -> Section:
     section = Section("quality")
     plan = full_plan() if args.full else cpu_plan()
-    fit_once = Runner(kodak, cache_dir)
+    fit_once = Runner(kodak, cache_dir, args.steps)
     fast = PRESETS["fast"]
     # The fast preset first: its first fit starts from an empty pretraining cache, as a new
     # service's first fit would, so its time includes the manager pretraining.
