@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage.metrics import structural_similarity
 from torch import Tensor
 
@@ -52,8 +52,9 @@ def read_image(path: Path, protocol: str | None = None, max_pixels: int = MAX_PI
                     f"{path.name}: {img.width}x{img.height} is over the {max_pixels:,}-pixel cap",
                     "too_large",
                 )
-            gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
-            decoded = img.convert("F" if gray else "RGB")
+            shown = ImageOps.exif_transpose(img)  # a phone photo's pixels as it is shown
+            white = _gray_white(shown.mode)
+            decoded = shown.convert("RGB" if white is None else "F")
             if protocol == "paper":
                 decoded = _paper_crop(decoded, path)
             pixels = np.asarray(decoded, dtype=np.float32)
@@ -65,14 +66,21 @@ def read_image(path: Path, protocol: str | None = None, max_pixels: int = MAX_PI
         raise SignalError(f"{path.name}: not a readable image ({reason})", "undecodable") from e
     except Image.DecompressionBombError as e:
         raise SignalError(f"{path.name}: {e}", "too_large") from e
-    if pixels.ndim == 2:
-        peak = 65535.0 if pixels.max() > 255 else 255.0
-        pixels = pixels[..., None] / peak
-    else:
-        pixels = pixels / 255.0
+    pixels = pixels[..., None] / white if white is not None else pixels / 255.0
     if pixels.shape[0] < 2 or pixels.shape[1] < 2:
         raise SignalError(f"{path.name}: an image needs at least 2x2 pixels", "too_small")
     return pixels * 2.0 - 1.0
+
+
+def _gray_white(mode: str) -> float | None:
+    """The white level of a grayscale mode (16-bit PNGs open as "I;16" or "I"), None for colour
+    modes, which convert to 8-bit RGB. By mode, not by the largest value: a dark 16-bit image is
+    not an 8-bit one."""
+    if mode in ("1", "L", "LA"):
+        return 255.0
+    if mode == "I" or mode.startswith("I;16"):
+        return 65535.0
+    return None
 
 
 def _paper_crop(img: Image.Image, path: Path) -> Image.Image:

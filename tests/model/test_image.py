@@ -42,6 +42,27 @@ def test_modes_and_formats(tmp_path: Path, mode: str, fmt: str, channels: int) -
     assert signal.pixels.min() >= -1 and signal.pixels.max() <= 1
 
 
+def test_a_16_bit_image_is_scaled_by_its_depth_not_its_values(tmp_path: Path) -> None:
+    levels = np.array([[0, 255], [32768, 65535]], dtype=np.uint16)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    Image.fromarray(levels // 256).save(tmp_path / "dark.png")  # still 16-bit, every value <= 255
+    deep, dark = load_signal(tmp_path / "deep.png"), load_signal(tmp_path / "dark.png")
+    torch.testing.assert_close(deep.pixels[:, 0], torch.tensor(levels.ravel() / 65535 * 2 - 1).float())
+    assert float(dark.pixels.max()) < -0.99  # near black, as any viewer shows it
+
+
+def test_a_photo_is_read_the_way_up_its_exif_orientation_says(tmp_path: Path) -> None:
+    stored = Image.new("RGB", (6, 4))
+    stored.paste((255, 255, 255), (0, 0, 6, 1))  # a white top row as stored
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    signal = load_signal(tmp_path / "phone.jpg")
+    assert signal.grid.shape == (6, 4)  # shown portrait: 4 wide, 6 high
+    shown = signal.pixels.reshape(6, 4, 3).mean(-1)
+    assert float(shown[:, -1].min()) > 0.8 and float(shown[:, 0].max()) < -0.8  # the stored top is now right
+
+
 def test_renders_at_any_size_including_super_resolution() -> None:
     net = NeuralExperts(model_config("neural-experts", "image", 2, 3)).eval()
     meta = {"height": 16, "width": 24, "channels": 3}
