@@ -7,6 +7,7 @@ model config and the signal's meta (image size, sample rate, normalisation...).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -36,7 +37,14 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Strict JSON (no NaN or Infinity, which many parsers refuse): see `finite`."""
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+def finite(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or infinity: such numbers become null (a trimap IoU with no grid point in
+    its band is NaN, for one)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
 
 
 def save_checkpoint(
@@ -53,7 +61,7 @@ def save_checkpoint(
         Path(tmp).unlink(missing_ok=True)
         raise
     write_json(folder / CONFIG, config)
-    write_json(folder / METRICS, metrics)
+    write_json(folder / METRICS, finite(metrics))
 
 
 def read_config(folder: Path) -> dict[str, Any]:

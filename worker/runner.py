@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import os
 import shutil
 import socket
@@ -29,7 +28,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from model.checkpoint import CONFIG, METRICS, WEIGHTS, save_checkpoint
+from model.checkpoint import CONFIG, METRICS, WEIGHTS, finite, save_checkpoint
 from model.fit import FitCanceled, FitDiverged, FitOptions, Progress, fit, resolve_device
 from model.signals import SignalError, kinds
 from worker import jobs
@@ -236,12 +235,6 @@ def chain(e: BaseException) -> Iterator[BaseException]:
 def time_limit_error(limit_s: float) -> dict[str, str]:
     return {"code": "time_limit", "title": "The job ran past its time limit",
             "detail": f"the worker was stopped after {limit_s:g} s"}
-
-
-def finite(values: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN or infinity: such numbers become null."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in values.items()}
 
 
 def gpu_peak() -> dict[str, int]:

@@ -236,9 +236,11 @@ def _sample_mesh(mesh: trimesh.Trimesh, name: str, count: int) -> tuple[np.ndarr
 
 def normalise(points: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, float]:
     """method.md: centre at the mean, divide by max |coordinate|. -> (points, centre, scale)."""
+    # By the spread, not by the centred points: a mean of equal floats can miss them by ~1e-17,
+    # and dividing by that would blow rounding noise up to a "shape".
+    if float(np.ptp(points, axis=0).max()) <= 1e-9 * float(np.abs(points).max()):
+        raise SignalError(f"{name}: every point is the same point", "degenerate")
     centre = points.mean(axis=0)
     centred = points - centre
     scale = float(np.abs(centred).max())
-    if scale == 0:
-        raise SignalError(f"{name}: every point is the same point", "degenerate")
     return centred / scale, centre, scale

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -77,15 +79,21 @@ def test_bad_configs_are_refused_with_a_reason() -> None:
         NeuralExperts(model_config("neural-experts", "image", 2, 3))(torch.rand(4, 3))
 
 
+def _refuse(constant: str) -> None:
+    raise ValueError(f"not JSON: {constant}")
+
+
 @pytest.mark.parametrize("activation", ["sine", "softplus-ff"])
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path, activation: str) -> None:
     net = NeuralExperts(model_config("neural-experts", "image", 2, 3, activation)).eval()
     config = {"kind": "image", "model": net.config.to_dict(), "signal": {}}
-    save_checkpoint(tmp_path, net, config, {"psnr": 1.0})
+    save_checkpoint(tmp_path, net, config, {"psnr": 1.0, "trimap_iou": math.nan})
     loaded, loaded_config = load_checkpoint(tmp_path)
     x = torch.rand(2000, 2) * 2 - 1
     assert torch.equal(net.predict(x)[0], loaded.predict(x)[0])
     assert loaded_config == config
+    assert json.loads((tmp_path / "metrics.json").read_text(), parse_constant=_refuse) == {
+        "psnr": 1.0, "trimap_iou": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "config.json", "metrics.json", "model.safetensors"
     ]

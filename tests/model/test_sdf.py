@@ -188,6 +188,9 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
         "degenerate-mesh": (tmp / "line.obj", {}),
         "degenerate-cloud": (_write_xyz(tmp / "one.xyz", np.tile([[1, 2, 3, 0, 0, 1]], (200, 1))),
                              {}),
+        # 0.1 and 0.3 have no exact binary value: the mean of 200 copies is off by ~1e-17.
+        "degenerate-inexact": (_write_xyz(tmp / "near.xyz", np.tile([[0.1, 0.2, 0.3, 0, 0, 1]], (200, 1))),
+                               {}),
         "invalid_option-protocol": (_write_xyz(tmp / "ok.xyz", cloud), {"protocol": "paper"}),
         "invalid_option-pool": (tmp / "ok.xyz", {"pool_size": 0}),
     }
@@ -196,7 +199,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
 @pytest.mark.parametrize("case", [
     "undecodable-ply", "undecodable-obj", "non_finite", "too_few_points", "too_large-xyz",
     "too_large-ply", "no_normals-xyz", "no_normals-ply", "no_normals-obj", "degenerate-mesh",
-    "degenerate-cloud", "invalid_option-protocol", "invalid_option-pool",
+    "degenerate-cloud", "degenerate-inexact", "invalid_option-protocol", "invalid_option-pool",
 ])
 def test_bad_input_is_a_signal_error_with_its_code(tmp_path: Path, case: str) -> None:
     path, options = _bad_inputs(tmp_path)[case]
