@@ -113,7 +113,7 @@ def _render(folder: Path, kind: str, output: str, **query: Any) -> bytes:
     except (FileNotFoundError, OSError, ValueError, KeyError) as e:
         fail(f"cannot load checkpoint {folder}: {e}")
     if config["kind"] != kind:
-        fail(f"{folder} holds a {config['kind']} model; this command renders {kind} models")
+        fail(f"{folder} holds an {config['kind']} model; this command renders {kind} models")
     try:
         rendered: bytes = kinds()[kind].outputs[output](model, config["signal"], **query).data
     except ValueError as e:
@@ -127,6 +127,12 @@ def _kind_of_checkpoint(folder: Path) -> str:
     except (FileNotFoundError, ValueError, KeyError) as e:
         fail(f"cannot load checkpoint {folder}: {e}")
     return kind
+
+
+def _check_suffix(output: Path, *suffixes: str) -> None:
+    """Before rendering, which can take minutes: a file's name should say what it holds."""
+    if output.suffix.lower() not in suffixes:
+        fail(f"{output.name}: this render writes {' or '.join(suffixes)}; name the output so")
 
 
 @app.command()
@@ -144,13 +150,17 @@ def render(
     if kind == "image":
         if sample_rate is not None:
             fail("--sample-rate applies to audio models; this is an image model")
+        _check_suffix(output, ".png")
         data = _render(folder, kind, name, width=width, height=height)
     elif kind == "audio":
         if width is not None or height is not None:
             fail("--width/--height apply to image models; this is an audio model")
         query: dict[str, Any] = {"sample_rate": sample_rate}
         if experts:
-            query["format"] = "png" if output.suffix.lower() == ".png" else "json"
+            _check_suffix(output, ".json", ".png")
+            query["format"] = output.suffix.lower().lstrip(".")
+        else:
+            _check_suffix(output, ".wav")
         data = _render(folder, kind, name, **query)
     else:
         fail(f"{folder} holds a {kind} model: use `nexp mesh`")

@@ -29,6 +29,7 @@ from model.signals.base import (
 )
 
 MAX_PIXELS = 4096 * 4096  # decompression-bomb guard: refuse before decoding larger images
+MAX_RENDER_PIXELS = 8192 * 8192  # a 67-megapixel render holds ~2.5 GB while it runs (the API caps lower)
 PAPER_DOWNSCALE = 4
 PAPER_CROP = 128
 
@@ -162,6 +163,8 @@ def load(path: Path, protocol: str | None = None, device: str = "cpu",
 def _predict_grid(model: NeuralExperts, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     if width < 1 or height < 1:
         raise ValueError(f"width and height must be >= 1, got {width}x{height}")
+    if width * height > MAX_RENDER_PIXELS:
+        raise ValueError(f"{width}x{height} is over the {MAX_RENDER_PIXELS:,}-pixel cap of a render")
     device = next(model.parameters()).device
     values, ids = model.predict(Grid((height, width), -1.0, 1.0).coords(device))
     return values.cpu().numpy().reshape(height, width, -1), ids.cpu().numpy().reshape(height, width)

@@ -49,7 +49,9 @@ def test_render_at_a_larger_size(fitted: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["render", "{fit}", "--sample-rate", "8000", "-o", "x.wav"], "applies to audio"),
-    (["mesh", "{fit}", "-o", "x.ply"], "holds a image model"),
+    (["mesh", "{fit}", "-o", "x.ply"], "holds an image model"),
+    (["render", "{fit}", "-o", "x.jpg"], "this render writes .png"),
+    (["render", "{fit}", "--width", "100000", "--height", "100000", "-o", "x.png"], "pixel cap"),
     (["mesh", "{fit}", "-o", "x.stl"], "extension"),
     (["render", "{tmp}", "-o", "x.png"], "cannot load checkpoint"),
 ])
