@@ -81,13 +81,19 @@ class JobsPublic(BaseModel):
     offset: int
 
 
-Coordinate = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1)]
+COORD_LIMIT = 1e4
+"""|coordinate| cap on queries: 100x the widest input frame (audio's [-100, 100]). Farther out the
+sines give noise, and near float32's limit NaN, which a JSON answer cannot carry."""
+Coordinate = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False, ge=-COORD_LIMIT, le=COORD_LIMIT)]], Field(min_length=1)
+]
 
 
 class QueryCreate(BaseModel):
     coords: list[Coordinate] = Field(
         min_length=1, description="Points (N, d) in the model's input frame: (row, column) in "
-        "[-1, 1]^2 for images, time in [-100, 100] for audio, (x, y, z) for SDF.",
+        "[-1, 1]^2 for images, time in [-100, 100] for audio, (x, y, z) in [-1.2, 1.2]^3 for SDF; any "
+        f"point within +-{COORD_LIMIT:g} is answered (outside the frame, by extrapolation).",
     )
 
 

@@ -23,7 +23,7 @@ from model import checkpoint
 from model.fit import FitCanceled, FitDiverged, FitOptions, fit, resolve_device
 from model.fit import Progress as FitProgress
 from model.network import ACTIVATIONS
-from model.presets import MODELS, PRESETS, PRESETS_HELP
+from model.presets import MAX_EXPERTS, MODELS, PRESETS, PRESETS_HELP
 from model.signals import SignalError, kinds, load_signal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -50,7 +50,7 @@ def fit_command(
     steps: Annotated[int | None, typer.Option(min=1, help="Override the preset's steps.")] = None,
     lr: Annotated[float | None, typer.Option(min=0.0, help="Override the preset's lr.")] = None,
     model: Annotated[ModelName, typer.Option()] = ModelName["neural-experts"],  # type: ignore[valid-type]
-    experts: Annotated[int | None, typer.Option(min=2, help="Number of experts K.")] = None,
+    experts: Annotated[int | None, typer.Option(min=2, max=MAX_EXPERTS, help="Number of experts K.")] = None,
     activation: Annotated[ActivationName, typer.Option()] = ActivationName["sine"],  # type: ignore[valid-type]
     protocol: Annotated[Protocol | None,  # type: ignore[valid-type]
         typer.Option(help="paper: Lanczos /4 + 128x128 crop.")] = None,

@@ -31,6 +31,10 @@ _SIREN_WIDTHS: dict[tuple[str, str], tuple[int, int]] = {
 }
 
 MODELS = ("neural-experts", "vanilla-moe", "siren", "siren-wider")
+MAX_EXPERTS = 32
+"""The paper's ablation tried 2 to 8 experts. Training runs every expert on every point, so a
+step costs about K / 4 times the default's: 32 is already 8x, and K = 1000 was an upload away
+from a 50M-parameter model with gigabytes of activations per layer."""
 
 
 def model_config(
@@ -55,8 +59,8 @@ def model_config(
         raise ValueError(f"unknown task {task!r}")
     encoder, expert, manager_encoder, manager, k = _EXPERTS_WIDTHS[task]
     k = n_experts if n_experts is not None else k
-    if k < 2:
-        raise ValueError(f"{model} needs at least 2 experts, got {k}")
+    if not 2 <= k <= MAX_EXPERTS:
+        raise ValueError(f"{model} takes 2 to {MAX_EXPERTS} experts, got {k}")
     conditioning: Conditioning = "none" if model == "vanilla-moe" else "concat"
     return ModelConfig(
         in_dim, out_dim, activation, encoder, expert, k, manager_encoder, manager, conditioning

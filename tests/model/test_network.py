@@ -71,8 +71,10 @@ def test_bad_configs_are_refused_with_a_reason() -> None:
         ModelConfig(2, 3, activation="relu")
     with pytest.raises(ValueError, match="equal encoder widths"):
         ModelConfig(3, 1, "sine", 512, 64, 8, 128, 128, "max")
-    with pytest.raises(ValueError, match="at least 2 experts"):
-        model_config("neural-experts", "image", 2, 3, n_experts=1)
+    for k in (1, 33):
+        with pytest.raises(ValueError, match="takes 2 to 32 experts"):
+            model_config("neural-experts", "image", 2, 3, n_experts=k)
+    assert model_config("neural-experts", "image", 2, 3, n_experts=32).n_experts == 32
     with pytest.raises(ValueError, match="unknown model"):
         model_config("transformer", "image", 2, 3)
     with pytest.raises(AssertionError, match="expected coordinates"):

@@ -84,8 +84,8 @@ def test_a_declared_type_that_contradicts_the_content_is_refused(
 @pytest.mark.usefixtures("leaves_nothing")
 @pytest.mark.parametrize("options", [
     {"preset": "bogus"}, {"steps": "0"}, {"steps": "ten"}, {"lr": "-1"}, {"experts": "1"},
-    {"model": "transformer"}, {"activation": "relu"}, {"protocol": "weird"}, {"stepz": "5"},
-    {"model": "siren", "experts": "4"},
+    {"experts": "1000"}, {"model": "transformer"}, {"activation": "relu"}, {"protocol": "weird"},
+    {"stepz": "5"}, {"model": "siren", "experts": "4"},
 ])
 def test_an_invalid_option_is_refused(client: httpx.Client, kodak_crop: Path,
                                       options: dict[str, str]) -> None:

@@ -74,6 +74,8 @@ def test_an_image_is_fitted_and_served(client: httpx.Client, kodak_crop: Path,
     values, ids = model.predict(torch.tensor(coords))
     assert np.allclose(answer.json()["values"], values.numpy(), atol=1e-5)
     assert answer.json()["experts"] == ids.tolist()
+    far = client.post(job["urls"]["query"], json={"coords": [[1e308, 0.0]]})  # float32: inf, then NaN
+    assert_problem(far, 422, "invalid_option")
 
 
 def test_an_audio_clip_is_fitted_and_served(client: httpx.Client, bach: Path) -> None:
