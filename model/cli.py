@@ -163,7 +163,7 @@ def render(
             _check_suffix(output, ".wav")
         data = _render(folder, kind, name, **query)
     else:
-        fail(f"{folder} holds a {kind} model: use `nexp mesh`")
+        fail(f"{folder} holds an {kind} model: use `nexp mesh`")
     output.write_bytes(data)
     typer.echo(f"wrote {output}")
 
