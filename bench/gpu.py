@@ -31,16 +31,7 @@ from bench.reference import ReferenceModel, reference_render
 from bench.report import RESULTS_DIR, Section, save, table
 from bench.speed import our_step, reference_step_fn
 from bench.timing import interleaved
-from model.fit import (
-    FitCanceled,
-    FitOptions,
-    Progress,
-    accumulate_gradients,
-    build_model,
-    fit,
-    make_adam,
-    make_loss_fn,
-)
+from model.fit import FitCanceled, FitOptions, Progress, build_model, fit
 from model.network import NeuralExperts, train_rows
 from model.presets import PRESETS, model_config
 from model.pretrain import pretrained_model
@@ -98,21 +89,6 @@ def speed(signal: ImageSignal, repeats: int, steps_per_sample: int, sides: list[
     return text, data
 
 
-def graphed_step(model: NeuralExperts, signal: ImageSignal, batch: Batch) -> Callable[[], object]:
-    """An experiment, not what model.fit runs: the step compiled with mode="reduce-overhead", so
-    its forward and backward replay as CUDA graphs (a 366k-parameter step is launch-bound)."""
-    loss_fn = torch.compile(make_loss_fn(model, signal, 0.0, False), mode="reduce-overhead")
-    optimizer = make_adam(list(model.parameters()), 1e-5, batch.coords.device)
-
-    def step() -> None:
-        torch.compiler.cudagraph_mark_step_begin()
-        optimizer.zero_grad(set_to_none=True)
-        accumulate_gradients(loss_fn, batch, 1 << 62)
-        optimizer.step()
-
-    return step
-
-
 def step_times(signal: ImageSignal, reference: ReferenceModel, ours: list[NeuralExperts],
                repeats: int, steps_per_sample: int) -> tuple[str, dict[str, object]]:
     """The reference's step, ours eager (ours[0]), compiled (ours[1]) and, on a GPU, compiled
@@ -121,14 +97,14 @@ def step_times(signal: ImageSignal, reference: ReferenceModel, ours: list[Neural
     batch = Batch(signal.grid.coords(device), signal.pixels)
     steps = {
         "reference (eager einsum)": reference_step_fn(reference, batch),
-        "ours eager": our_step(ours[0], signal, batch, False, train_rows(device)),
-        "ours compiled": our_step(ours[1], signal, batch, True, train_rows(device)),
+        "ours eager": our_step(ours[0], signal, batch, None, train_rows(device)),
+        "ours compiled": our_step(ours[1], signal, batch, "default", train_rows(device)),
     }
     started = time.perf_counter()
     synced(steps["ours compiled"], 1, device)()
     compile_s = time.perf_counter() - started
     if device.type == "cuda":
-        graphed = graphed_step(ours[2], signal, batch)
+        graphed = our_step(ours[2], signal, batch, "reduce-overhead", train_rows(device))
         try:
             synced(graphed, 3, device)()  # CUDA graphs record on the first calls
             steps["ours compiled, CUDA graphs"] = graphed

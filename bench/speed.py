@@ -23,13 +23,20 @@ LR = 1e-5  # the paper's rate; the rate does not change a step's cost
 ROWS_SWEEP = (1024, 2048, 4096, 8192, 16384)
 
 
-def our_step(model: NeuralExperts, signal: Signal, batch: Batch, compiled: bool,
-              rows: int) -> Callable[[], object]:
-    """One step as model.fit runs it: micro-batched forward + backward, fused Adam."""
-    loss_fn = make_loss_fn(model, signal, 0.0, compiled)
+def our_step(model: NeuralExperts, signal: Signal, batch: Batch, compile_mode: str | None,
+             rows: int) -> Callable[[], object]:
+    """One step as model.fit runs it: micro-batched forward + backward, fused Adam; eager (None)
+    or compiled ("default"). "reduce-overhead", an experiment that model.fit does not run, replays
+    the compiled forward and backward as CUDA graphs (a 366k-parameter GPU step is launch-bound)."""
+    if compile_mode == "reduce-overhead":
+        loss_fn = torch.compile(make_loss_fn(model, signal, 0.0, False), mode=compile_mode)
+    else:
+        loss_fn = make_loss_fn(model, signal, 0.0, compile_mode is not None)
     optimizer = make_adam(list(model.parameters()), LR, next(model.parameters()).device)
 
     def step() -> None:
+        if compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last one's outputs are done
         optimizer.zero_grad(set_to_none=True)
         accumulate_gradients(loss_fn, batch, rows)
         optimizer.step()
@@ -80,8 +87,8 @@ def run(args: argparse.Namespace, signal: ImageSignal) -> Section:
     ours = [NeuralExperts(config) for _ in range(2)]
     assert count_parameters(reference) == count_parameters(ours[0]) == 365_968
 
-    eager = our_step(ours[0], signal, batch, False, CPU_BATCH_ROWS)
-    compiled = our_step(ours[1], signal, batch, True, CPU_BATCH_ROWS)
+    eager = our_step(ours[0], signal, batch, None, CPU_BATCH_ROWS)
+    compiled = our_step(ours[1], signal, batch, "default", CPU_BATCH_ROWS)
     cold, warm = _compile_seconds(compiled)
     train = interleaved(
         {"reference (eager einsum)": reference_step_fn(reference, batch), "ours eager": eager,
@@ -135,7 +142,7 @@ def _rows_sweep(model: NeuralExperts, batch: Batch, signal: Signal, repeats: int
     )
     trainer = NeuralExperts(model.config)
     steps = interleaved(
-        {str(rows): our_step(trainer, signal, batch, False, rows) for rows in ROWS_SWEEP}, repeats
+        {str(rows): our_step(trainer, signal, batch, None, rows) for rows in ROWS_SWEEP}, repeats
     )
     return [
         [rows, f"{grid.shape[0] / renders[str(rows)].median / 1e3:,.0f}k",
