@@ -2,8 +2,14 @@
 
 With no NEXP_BROKER_URL and no NEXP_DATABASE_URL it needs no server at all: the broker is kombu's
 filesystem transport and the job table SQLite, both under NEXP_DATA_DIR. Ctrl-C or SIGTERM stops
-uvicorn (open requests finish), then the worker. A job that was training is delivered again when
-the service next starts.
+uvicorn (open requests finish), then the worker with a cold shutdown (SIGQUIT; killed should it
+outlast WORKER_STOP_TIMEOUT_S); another Ctrl-C or SIGTERM meanwhile kills the worker at once. A job
+that was training is delivered again when the service next starts.
+
+The worker runs in a session of its own, so that a terminal's Ctrl-C reaches this launcher only.
+Killing it means killing its process group, pool children included. A launcher that cannot stop
+its worker (SIGKILLed: an OOM kill, `docker kill`) leaves it to worker.launcher_watch: the worker
+sees its parent gone within a second and shuts itself down.
 
 With no API key (`nexp keys create`) auth is off, so it serves 127.0.0.1 only: another NEXP_HOST
 is refused. The retention sweep runs in the API process (api.main), so no Celery beat is needed.
@@ -12,6 +18,7 @@ is refused. The retention sweep runs in the API process (api.main), so no Celery
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket
 import subprocess
@@ -24,9 +31,11 @@ from sqlalchemy.orm import Session
 from worker import keys
 from worker.context import prepare_database
 from worker.db import make_engine
+from worker.launcher_watch import LAUNCHER_PID_ENV
 from worker.settings import Settings, get_settings
 
 WORKER_STOP_TIMEOUT_S = 30
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def auth_on(settings: Settings) -> bool:
@@ -61,16 +70,22 @@ class Shutdown(Exception):
     """SIGINT or SIGTERM reached the launcher."""
 
 
-def _shutdown(signum: int, _frame: FrameType | None) -> None:
-    raise Shutdown(signal.Signals(signum).name)
-
-
 def start_worker() -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
                "--loglevel=INFO"]
     # A session of its own: the terminal's Ctrl-C reaches only this launcher, which stops the
-    # worker after the API, so no job is queued to a worker already gone.
-    return subprocess.Popen(command, start_new_session=True)
+    # worker after the API, so no job is queued to a worker already gone. The worker watches for
+    # this process's end (worker.launcher_watch), as nothing else would tell it.
+    return subprocess.Popen(command, start_new_session=True,
+                            env={**os.environ, LAUNCHER_PID_ENV: str(os.getpid())})
+
+
+def kill_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGKILL for the worker's process group: it leads one, with its pool children."""
+    try:
+        os.killpg(worker.pid, signal.SIGKILL)
+    except ProcessLookupError:  # every one of them has exited
+        pass
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
@@ -80,14 +95,32 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         try:
             worker.wait(WORKER_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            pass
+    kill_worker(worker)  # past its time, or pool children it left behind
+    worker.wait()
 
 
 class EmbeddedService(uvicorn.Server):
     """uvicorn, starting the worker once its port is bound (a taken port starts nothing)."""
 
     worker: subprocess.Popen[bytes] | None = None
+    stopping = False
+
+    def on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        """SIGINT or SIGTERM outside uvicorn's hands (it handles them while it serves, then raises
+        them again). The first one stops the service; one while it stops kills the worker now."""
+        if not self.stopping:
+            self.stopping = True
+            raise Shutdown(signal.Signals(signum).name)
+        # Once reaped, its pid may be another's: stop_worker kills what it left behind.
+        if self.worker is not None and self.worker.returncode is None:
+            kill_worker(self.worker)
+
+    def stop(self) -> None:
+        """The worker, once uvicorn has stopped; a signal meanwhile must not raise out of here."""
+        self.stopping = True
+        if self.worker is not None:
+            stop_worker(self.worker)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -106,18 +139,16 @@ def main() -> int:
     if not auth:
         print(f"No API keys: auth is off and the service listens on {settings.host} only, for "
               "this machine's users (nexp keys create --name NAME turns auth on)", flush=True)
-    # uvicorn handles these while it serves and raises them again once it has stopped.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _shutdown)
     server = EmbeddedService(uvicorn.Config("api.main:app", host=settings.host,
                                             port=settings.port))
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, server.on_stop_signal)
     try:
         server.run()
     except Shutdown:
         pass
     finally:
-        if server.worker is not None:
-            stop_worker(server.worker)
+        server.stop()
     return 0
 
 

@@ -1,7 +1,7 @@
 """The Celery app: `celery -A worker.celery_app worker` runs it; the API only publishes to it.
 
 Long training jobs need different settings from Celery's defaults, each for a reason below
-(see ../shared/docs/service.md for the linked Celery issues).
+(see docs/service.md#celery-settings for the linked Celery issues).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init
 
-from worker import logs
+from worker import launcher_watch, logs
 from worker.context import prepare_database, reset_after_fork
 from worker.settings import Settings, get_settings
 
@@ -107,6 +107,14 @@ def _prepare(**_: object) -> None:
         raise SystemExit(f"NEXP_DEVICE: {e}") from None
     prepare_broker(settings)
     prepare_database(settings)
+
+
+@worker_init.connect
+def _watch_launcher(**_: object) -> None:
+    """Started by `python -m api`: end with the launcher, even a SIGKILLed one. After _prepare, so
+    Celery installs its SIGQUIT handler (cold shutdown) within moments; a SIGQUIT sooner ends a
+    worker that has no pool yet all the same."""
+    launcher_watch.start()
 
 
 @celeryd_init.connect
