@@ -1,4 +1,4 @@
-"""Audio: the SIREN paper's three clips, MSE of the argmax output over every sample (method.md).
+"""Audio: the SIREN paper's three clips, MSE of the argmax output over every sample (docs/method.md#audio).
 
 The CPU mode trains on sampled batches of the whole clip (same coordinates as the paper, fewer
 points per step and far fewer steps) and says so in its table; --full runs the paper's protocol.
@@ -18,7 +18,7 @@ from model.presets import PRESETS, FitPreset
 from model.signals import load_signal
 
 CLIPS = ("bach", "counting", "twospeakers")
-# method.md: MSE x1e-4 for SIREN / SIREN Wider / Neural Experts.
+# docs/method.md#audio-results: MSE x1e-4 for SIREN / SIREN Wider / Neural Experts.
 PAPER_MSE = {"bach": (0.71, 0.49, 0.12), "counting": (36.6, 15.9, 1.72), "twospeakers": (2.06, 0.51, 0.16)}
 CPU_BATCH_POINTS = 16_384  # sampled points per step in the CPU mode: ~0.2 s per step here
 SIREN_SWEEP = (1e-4, 3e-4, 1e-3)  # the CPU mode's SIREN rates; it keeps its best per clip

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from bench.data import bench_data
 from bench.quality import LABELS, PAPER_PSNR, cut, expert_shares
 from bench.reference import ReferenceModel, reference_render
 from bench.report import RESULTS_DIR, Section, save, table
@@ -37,8 +38,6 @@ from model.presets import PRESETS, model_config
 from model.pretrain import pretrained_model
 from model.signals import Batch, Grid, load_signal
 from model.signals.image import ImageSignal
-
-KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "kodak"
 
 
 @dataclass(frozen=True)
@@ -243,7 +242,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", nargs="+", default=["kodim19", "kodim05"])
-    parser.add_argument("--kodak", type=Path, default=KODAK)
+    parser.add_argument("--kodak", type=Path,
+                        help="folder of kodimNN.png (default: images/kodak of NEXP_BENCH_DATA_DIR)")
     parser.add_argument("--budget", type=float, default=480, help="seconds for the whole run")
     parser.add_argument("--steps", type=int, help="a dry run: every preset cut to this many steps")
     parser.add_argument("--device", default="cuda", help="cpu for a dry run")
@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="write the tables into bench/RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder for gpu.json and gpu.md")
     args = parser.parse_args()
+    args.kodak = args.kodak or bench_data("images", "kodak")  # the fits' processes read args.kodak
     if args.device != "cpu" and not torch.cuda.is_available():
         parser.error("no CUDA device: this benchmark is for a GPU (`python -m bench` runs on a CPU)")
     deadline = time.time() + args.budget - 30  # leaves time to evaluate, save and print

@@ -21,7 +21,7 @@ from model.signals import Signal, load_signal
 
 MODELS = ("siren", "siren-wider", "neural-experts")
 LABELS = {"siren": "SIREN Base", "siren-wider": "SIREN Wider", "neural-experts": "Neural Experts"}
-PAPER_PSNR = {"siren": 57.23, "siren-wider": 77.50, "neural-experts": 89.35}  # method.md, Kodak, sine
+PAPER_PSNR = {"siren": 57.23, "siren-wider": 77.50, "neural-experts": 89.35}  # docs/method.md#kodak, sine
 PAPER_LR = 1e-5
 
 

@@ -1,6 +1,6 @@
 """3D: one mesh as an SDF point cloud, SIREN vs Neural Experts: IoU, trimap IoU (d = 0.001) and
-Chamfer x1e5 from model.signals.sdf (method.md). The CPU mode fits the paper's small models for a
-short schedule; --full fits the large ones with the paper's 3D schedule."""
+Chamfer x1e5 from model.signals.sdf (docs/method.md#3d-shapes). The CPU mode fits the paper's
+small models for a short schedule; --full fits the large ones with the paper's 3D schedule."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from model.signals import load_signal
 
 DRY_RUN_EVAL_RESOLUTION = 32  # the metrics' grid in a dry run (the paper's 128^3 takes ~30 s a fit here)
 MESH = "spot"  # a closed, genus-0 scan-free mesh: clean ground truth for IoU
-# method.md: mean trimap IoU (d = 0.001) over Armadillo, Dragon, Lucy, Thai (other shapes).
+# docs/method.md#3d-results: mean trimap IoU (d = 0.001) over Armadillo, Dragon, Lucy, Thai
+# (other shapes).
 PAPER_TRIMAP = {("siren", "sdf"): 0.6662, ("neural-experts", "sdf"): 0.8180,
                 ("siren", "sdf-small"): 0.5874, ("neural-experts", "sdf-small"): 0.7265}
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace, folder: Path, cache_dir: Path) -> Section:
     paper = PRESETS["paper"]
     if args.full:
         size = "sdf"
-        # method.md: 3D trains in a single stage, lr 3e-5 in the released config.
+        # docs/method.md#schedule: 3D trains in a single stage, lr 3e-5 in the released config.
         schedule = replace(paper, lr=3e-5, experts_only_fraction=0.0)
         section.add(f"Full mode: {MESH}, large models, {schedule.steps} steps, lr 3e-5, one stage.\n")
     else:

@@ -31,10 +31,10 @@ import httpx
 import soundfile as sf
 from PIL import Image
 
+from bench.data import bench_data
 from bench.report import Section, table
 from bench.stack import Stack
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 STEPS = 20  # a job of a second or two: the service's overhead, not the fit, is under test
 POLL_S = 0.5
 REQUEST_TIMEOUT_S = 120  # a render waits for a render thread on a busy machine
@@ -137,13 +137,11 @@ def client_loop(url: str, inputs: list[Path], tally: Tally, index: int, stop_at:
 
 def make_inputs(folder: Path) -> list[Path]:
     """A 16 x 16 crop of the paper's ablation image and 0.1 s of its Bach recording."""
-    if not DATA.exists():
-        raise SystemExit(f"shared data not found at {DATA} (see ../shared/data/README.md)")
     image = folder / "kodim19-16.png"
-    with Image.open(DATA / "images" / "kodak" / "kodim19.png") as source:
+    with Image.open(bench_data("images", "kodak", "kodim19.png")) as source:
         source.resize((source.width // 8, source.height // 8)).crop((20, 30, 36, 46)).save(image)
     clip = folder / "bach-0.1s.wav"
-    samples, rate = sf.read(DATA / "audio" / "gt_bach.wav", dtype="float32")
+    samples, rate = sf.read(bench_data("audio", "gt_bach.wav"), dtype="float32")
     sf.write(clip, samples[2 * rate : 2 * rate + rate // 10], rate, subtype="PCM_16")
     return [image, clip]
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: real data from ../shared/data, small real signals written to tmp."""
+"""Shared fixtures: real data from tests/data, small real signals written to tmp."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.utils.data import shared_data
+from tests.utils.data import KODIM19, SPOT
 from tests.utils.signals import SDF_LOAD, bach_clip, seed_pretraining
 
 # Tests share 2 cores with each other and with a worker subprocess: one thread each.
@@ -18,9 +18,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def kodak_crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 32x32 RGB crop of a Kodak photo (kodim19, the paper's ablation image)."""
-    source = shared_data("images", "kodak", "kodim19.png")
     path = tmp_path_factory.mktemp("images") / "kodim19-32.png"
-    with Image.open(source) as img:
+    with Image.open(KODIM19) as img:
         img.resize((img.width // 4, img.height // 4), Image.Resampling.LANCZOS).crop(
             (40, 60, 72, 92)
         ).save(path)
@@ -41,6 +40,5 @@ def bach(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def spot(pretrain_cache: Path) -> Path:
     """Spot the cow (a triangle mesh); its fit skips pretraining (seed_pretraining says why)."""
-    path = shared_data("meshes", "spot.obj")
-    seed_pretraining(pretrain_cache, path, **SDF_LOAD)
-    return path
+    seed_pretraining(pretrain_cache, SPOT, **SDF_LOAD)
+    return SPOT

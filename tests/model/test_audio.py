@@ -21,11 +21,8 @@ from model.presets import PRESETS
 from model.render import expert_colors
 from model.signals import SignalError, audio, kind_of, load_signal
 from model.signals.audio import AudioSignal
+from tests.utils.data import BACH, TWO_SPEAKERS
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "audio"
-needs_data = pytest.mark.skipif(
-    not DATA.is_dir(), reason=f"the shared audio data set is not at {DATA}"
-)
 EXCERPT = 512  # samples (~12 ms at 44.1 kHz): enough to learn something in 30 CPU steps
 RATE = 8000
 
@@ -38,11 +35,9 @@ def _write(path: Path, data: np.ndarray, *, rate: int = RATE, **kwargs: str) -> 
 # --------------------------------------------------------------------------- loading
 
 
-@needs_data
 def test_load_mono_float_wav() -> None:
-    path = DATA / "gt_bach.wav"
-    raw, rate = sf.read(path, dtype="float32")
-    signal = audio.load(path)
+    raw, rate = sf.read(BACH, dtype="float32")
+    signal = audio.load(BACH)
     meta = signal.meta()
     assert meta["sample_rate"] == rate == 44100
     assert meta["samples"] == len(raw) == signal.grid.shape[0]
@@ -56,11 +51,9 @@ def test_load_mono_float_wav() -> None:
     assert (float(coords[0, 0]), float(coords[-1, 0])) == (-100.0, 100.0)
 
 
-@needs_data
 def test_load_stereo_int16_wav_averages_channels() -> None:
-    path = DATA / "gt_twospeakers.wav"
-    raw, _ = sf.read(path, dtype="float32", always_2d=True)
-    signal = load_signal(path)
+    raw, _ = sf.read(TWO_SPEAKERS, dtype="float32", always_2d=True)
+    signal = load_signal(TWO_SPEAKERS)
     assert isinstance(signal, AudioSignal)
     assert raw.shape[1] == 2 and signal.meta()["channels"] == 2
     mono = raw.mean(axis=1)
@@ -188,11 +181,9 @@ def test_invalid_options(tmp_path: Path, options: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AudioSignal, FitResult]]:
-    if not DATA.is_dir():
-        pytest.skip(f"the shared audio data set is not at {DATA}")
     folder = tmp_path_factory.mktemp("audio-fit")
-    wave, rate = sf.read(DATA / "gt_bach.wav", dtype="float32")
-    start = len(wave) // 2  # mid-piece, where the music is loud
+    wave, rate = sf.read(BACH, dtype="float32")
+    start = len(wave) // 2  # mid-excerpt, where the music is loud
     path = _write(folder / "excerpt.wav", wave[start : start + EXCERPT], rate=rate,
                   subtype="FLOAT")
     signal = audio.load(path)

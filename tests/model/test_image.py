@@ -14,14 +14,13 @@ from model.network import NeuralExperts
 from model.presets import model_config
 from model.signals import SignalError, kind_of, load_signal
 from model.signals.image import experts, reconstruction
-from tests.utils.data import shared_data
+from tests.utils.data import KODIM19
 
 
 def test_paper_protocol_is_lanczos_quarter_then_centre_crop() -> None:
-    path = shared_data("images", "kodak", "kodim19.png")
-    signal = load_signal(path, protocol="paper")
+    signal = load_signal(KODIM19, protocol="paper")
     assert signal.meta() == {"height": 128, "width": 128, "channels": 3, "protocol": "paper"}
-    with Image.open(path) as img:
+    with Image.open(KODIM19) as img:
         small = img.resize((img.width // 4, img.height // 4), Image.Resampling.LANCZOS)
     left, top = (small.width - 128) // 2, (small.height - 128) // 2
     expected = np.asarray(small.crop((left, top, left + 128, top + 128)), np.float32) / 127.5 - 1

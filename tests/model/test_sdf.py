@@ -21,7 +21,7 @@ from model.signals import kind_of
 from model.signals import sdf as sdf_kind
 from model.signals.base import Batch, SignalError
 from model.signals.sdf import SdfSignal, load, mesh, reflect, write_outputs
-from tests.utils.data import shared_data
+from tests.utils.data import SPOT
 
 # Small enough for a 1-thread test, same code paths as the paper's 250k / 128^3 / 300k defaults.
 SMALL: dict[str, Any] = {
@@ -33,7 +33,7 @@ TINY: dict[str, Any] = {"surface_samples": 1_000, "pool_size": 1_000}
 
 @pytest.fixture(scope="module")
 def spot_path() -> Path:
-    return shared_data("meshes", "spot.obj")
+    return SPOT
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from api.errors import PROBLEM_JSON
 from api.main import app
 from tests.service.conftest import CAPS, redis_db, service_env
 from tests.utils.app import api_key, bearer, settings
-from tests.utils.data import shared_data
+from tests.utils.data import SPOT
 from tests.utils.service import Service, started, submit, wait_status
 from tests.utils.signals import SDF_LOAD, seed_pretraining
 
@@ -66,7 +66,7 @@ def jobs(fuzzed: Service, auth: dict[str, str], kodak_crop: Path, bach: Path) ->
     """Real job ids: a succeeded job of each kind (renders, queries), a canceled one (outputs
     that do not exist: 409), and another canceled one the destructive operations may delete."""
     signals = {"image": (kodak_crop, {}), "audio": (bach, {}),
-               "sdf": (shared_data("meshes", "spot.obj"), SDF_LOAD)}
+               "sdf": (SPOT, SDF_LOAD)}
     for path, load_options in signals.values():  # real pretraining takes minutes on 2 cores
         seed_pretraining(Path(fuzzed.env["NEXP_CACHE_DIR"]), path, **load_options)
     with fuzzed.client() as client:

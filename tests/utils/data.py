@@ -1,16 +1,13 @@
-"""Where the shared real data lives, and a skip with a reason when it is missing."""
+"""The small real signals kept in the repository, under tests/data (its README.md names each
+file's source, cut and licence). The folder is laid out as the benchmarks' data folder
+(bench/data.py), so a benchmark dry run reads it too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def shared_data(*parts: str) -> Path:
-    path = DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared test data not found at {path} (see ../shared/data/README.md)")
-    return path
+DATA = Path(__file__).resolve().parents[1] / "data"
+KODIM19 = DATA / "images" / "kodak" / "kodim19.png"  # the whole published file
+BACH = DATA / "audio" / "gt_bach.wav"  # 2 s from 2 s into the recording, mono float
+TWO_SPEAKERS = DATA / "audio" / "gt_twospeakers.wav"  # 2 s, stereo int16
+SPOT = DATA / "meshes" / "spot.obj"  # the whole published file

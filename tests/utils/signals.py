@@ -13,7 +13,7 @@ from PIL import Image
 import model.pretrain
 from model.fit import FitOptions, fit
 from model.signals import load_signal
-from tests.utils.data import shared_data
+from tests.utils.data import BACH
 
 # Small SDF sampling and evaluation, so a 3D fit takes seconds on one core, through the same code
 # paths as the defaults (tests/model/test_sdf.py).
@@ -22,10 +22,10 @@ SDF_LOAD = {"surface_samples": 20_000, "pool_size": 20_000, "eval_resolution": 2
 
 
 def bach_clip(dest: Path, seconds: float) -> Path:
-    """`seconds` of the paper's Bach recording from 2 s in (it opens with near silence)."""
-    samples, rate = sf.read(shared_data("audio", "gt_bach.wav"), dtype="float32")
-    start = 2 * rate
-    sf.write(dest, samples[start : start + round(seconds * rate)], rate, subtype="PCM_16")
+    """The first `seconds` of the Bach excerpt (2 s into the recording, which opens with near
+    silence)."""
+    samples, rate = sf.read(BACH, dtype="float32")
+    sf.write(dest, samples[: round(seconds * rate)], rate, subtype="PCM_16")
     return dest
 
 
