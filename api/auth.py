@@ -6,24 +6,41 @@ write NEXP_MAX_UPLOAD_BYTES per request. The key's id lands in the request state
 `api.deps.get_owner` reads it. /healthz, /readyz, /metrics, the docs and the page stay open.
 
 With no key ever created (and NEXP_REQUIRE_KEYS unset) auth is off: a single user on this
-machine, whose jobs have no owner. `python -m api` then serves 127.0.0.1 only (api.__main__).
+machine, whose jobs have no owner. `python -m api` then serves 127.0.0.1 only (api.__main__), and
+the browser is the threat: any page the user visits may send requests to localhost. So while auth
+is off /v1 answers only a loopback Host (localhost, 127.0.0.1, [::1], plus NEXP_ALLOWED_HOSTS),
+which defeats DNS rebinding (a foreign name resolving to 127.0.0.1); and, auth on or off, a write
+that another site's page sends (a foreign Origin, or Sec-Fetch-Site: cross-site) is refused
+unless NEXP_CORS_ORIGINS lets that origin in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import ApiError, InvalidApiKey, MissingApiKey, database_errors, problem_response
+from api.errors import (
+    ApiError,
+    CrossSiteRequest,
+    HostNotAllowed,
+    InvalidApiKey,
+    MissingApiKey,
+    database_errors,
+    problem_response,
+)
 from worker import keys
 from worker.context import Context
+from worker.settings import Settings
 
 PROTECTED = "/v1/"
 # RFC 6750 section 3: a 401 names the scheme the client should use.
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="nexp"'}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+READS = ("GET", "HEAD", "OPTIONS")  # a foreign page cannot read their answers without CORS
 
 
 def authenticate(ctx: Context, authorization: str | None) -> str | None:
@@ -47,6 +64,26 @@ def authenticate(ctx: Context, authorization: str | None) -> str | None:
         return key.id
 
 
+def check_host(headers: Headers, settings: Settings) -> None:
+    """While auth is off: refuse a Host that is not this machine's loopback (DNS rebinding)."""
+    host = headers.get("host", "")
+    name = urlsplit(f"//{host}").hostname or ""
+    if name not in LOOPBACK_HOSTS and name not in (h.lower() for h in settings.allowed_hosts):
+        raise HostNotAllowed(f"this server answers {', '.join(LOOPBACK_HOSTS)} while it has no API "
+                             f"keys, not {host!r} (NEXP_ALLOWED_HOSTS adds a name)")
+
+
+def check_site(method: str, headers: Headers, settings: Settings) -> None:
+    """Refuse a write sent by another site's page, unless NEXP_CORS_ORIGINS lets it in."""
+    origin = headers.get("origin")
+    if method in READS or (origin is not None and origin in settings.cors_origins):
+        return
+    foreign_origin = origin is not None and urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+    if foreign_origin or headers.get("sec-fetch-site") == "cross-site":
+        raise CrossSiteRequest(f"a page of {origin or 'another site'} may not change jobs here "
+                               "(NEXP_CORS_ORIGINS lets an origin in)")
+
+
 class ApiKeyAuth:
     def __init__(self, app: ASGIApp, context: Callable[[], Context]) -> None:
         self.app = app
@@ -56,9 +93,13 @@ class ApiKeyAuth:
         if scope["type"] != "http" or not scope["path"].startswith(PROTECTED):
             await self.app(scope, receive, send)
             return
-        header = Headers(scope=scope).get("authorization")
+        headers = Headers(scope=scope)
+        ctx = self.context()
         try:
-            owner = await run_in_threadpool(authenticate, self.context(), header)
+            owner = await run_in_threadpool(authenticate, ctx, headers.get("authorization"))
+            if owner is None:
+                check_host(headers, ctx.settings)
+            check_site(scope["method"], headers, ctx.settings)
         except ApiError as e:
             # Connection: close, as for a 413: the client may still be sending a body nobody reads.
             headers = {**(e.headers or {}), "Connection": "close"}

@@ -72,6 +72,22 @@ class BodyTooLarge(ApiError):
     status, code, title = 413, "body_too_large", "The request body is over the size cap"
 
 
+class BodyTimeout(ApiError):
+    status, code, title = 408, "body_timeout", "The request body stopped arriving"
+
+
+class TruncatedBody(ApiError):
+    status, code, title = 400, "truncated_body", "The request body ended early"
+
+
+class HostNotAllowed(ApiError):
+    status, code, title = 403, "host_not_allowed", "This server does not answer for that Host"
+
+
+class CrossSiteRequest(ApiError):
+    status, code, title = 403, "cross_site_request", "Another site's page may not change jobs here"
+
+
 class InvalidUpload(ApiError):
     """The upload is not a usable signal; status and code come from the model's SignalError."""
 
@@ -104,6 +120,10 @@ class JobNotFound(ApiError):
 
 class JobNotReady(ApiError):
     status, code, title = 409, "job_not_ready", "The job has not succeeded"
+
+
+class WebhookNotAllowed(ApiError):
+    status, code, title = 422, "webhook_not_allowed", "The service will not send to that webhook"
 
 
 class JobFinished(ApiError):
@@ -142,6 +162,23 @@ class QuotaExceeded(ApiError):
 
 class QueueFull(ApiError):
     status, code, title = 503, "queue_full", "Too many jobs are waiting for a worker"
+
+
+class TooManyRenders(ApiError):
+    """Retry-After says when to try again."""
+
+    status, code, title = 429, "too_many_renders", "This API key has too many renders in progress"
+
+
+class RenderTimeout(ApiError):
+    status, code, title = 503, "render_timeout", "The render ran past its time limit"
+
+
+class ClientDisconnected(ApiError):
+    """Never read: the client has gone. It names the outcome in the request metrics, with
+    nginx's code for it."""
+
+    status, code, title = 499, "client_disconnected", "The client closed the connection"
 
 
 # Codes for errors FastAPI and Starlette raise themselves.
@@ -222,15 +259,21 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 DESCRIPTIONS = {
-    400: "Bad request: no file (`no_file`), or a body that cannot be parsed (`bad_request`)",
+    400: "Bad request: no file (`no_file`), a body that cannot be parsed (`bad_request`) or "
+         "that ended early (`truncated_body`)",
     401: "No API key, or not a valid one (`missing_api_key`, `invalid_api_key`)",
+    403: "A foreign Host while auth is off (`host_not_allowed`), or a write from another "
+         "site's page (`cross_site_request`)",
     404: "Unknown job (`job_not_found`)",
+    408: "The body stopped arriving for NEXP_BODY_TIMEOUT_S (`body_timeout`)",
     409: "The job is in the wrong state (`job_not_ready`, `job_finished`)",
     413: "Too large: the body (`body_too_large`) or the signal (`too_large`, `too_long`...)",
     415: "Unknown or mislabelled content (`unsupported_type`, `content_type_mismatch`)",
     422: "Invalid content or options (`undecodable`, `invalid_option`, `over_limit`...)",
-    429: "A quota of the API key is used up (`quota_exceeded`); see Retry-After",
+    429: "A quota of the API key is used up (`quota_exceeded`), or it has too many renders in "
+         "progress (`too_many_renders`); see Retry-After",
     503: "A dependency is down or the queue is full (`broker_unavailable`, "
          "`database_unavailable`, `storage_unavailable`, `not_ready`, "
-         "`queue_full`); see Retry-After",
+         "`queue_full`; see Retry-After), or a render ran past NEXP_RENDER_TIMEOUT_S "
+         "(`render_timeout`)",
 }

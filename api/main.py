@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,15 +20,16 @@ from prometheus_client import CollectorRegistry
 from api import errors
 from api.auth import ApiKeyAuth
 from api.metrics import JobsCollector, RequestMetrics
-from api.middleware import BodySizeLimit, RequestId
+from api.middleware import BodyGuard, Cors, RequestId, SecurityHeaders
 from api.routes import health, jobs, outputs, page
 from api.services import Services
+from api.webhooks import deliver_forever
 from worker import keys
 from worker.celery_app import publish_fit, queue_depth
 from worker.logs import configure_logging
 from worker.recovery import recover_stale_jobs, republish_lost_messages
 from worker.retention import expire_jobs
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +88,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     collector = JobsCollector(services.ctx, services.celery)
     app.state.registry.register(collector)
     await run_in_threadpool(warn_if_open, services)
+    # What is loaded now (torch, the app) lives as long as the process: kept out of the garbage
+    # collector's full passes, each of which would otherwise walk it all, holding the GIL (so the
+    # event loop) for ~0.2 s whenever a large query's allocations set one off.
+    gc.freeze()
     tasks = [asyncio.create_task(recover_forever(services))]
     if settings.retention_s:
         tasks.append(asyncio.create_task(expire_forever(services)))
+    if settings.webhook_secret:  # without one no job can have a webhook (api.routes.jobs)
+        tasks.append(asyncio.create_task(deliver_forever(services)))
     try:
         yield
     finally:
         for task in tasks:
             task.cancel()
+        services.renderer.close()  # renders still computing stop at their next chunk
         app.state.registry.unregister(collector)
         services.close()
 
@@ -120,15 +129,20 @@ def create_app() -> FastAPI:
     app.state.registry = CollectorRegistry()
     errors.install(app)
     for module in (jobs, outputs):  # /v1: api.auth asks for a key
-        app.include_router(module.router, responses=errors.problems(401))
+        app.include_router(module.router, responses=errors.problems(401, 403, 408))
     app.include_router(health.router)
     page.install(app)
-    # The last middleware added runs first: metrics see every answer, the 401s and 413s included,
-    # and a request without a valid key is refused before its body is read.
-    app.add_middleware(BodySizeLimit,
-                       max_bytes=lambda: app.state.services.ctx.settings.max_upload_bytes)
+    # The last middleware added runs first: metrics see every answer, the 401s and 413s included;
+    # CORS answers preflights before auth; and a request without a valid key (or, while auth is
+    # off, from a foreign Host or another site's page) is refused before its body is read.
+    def settings() -> Settings:  # read per request: the services exist once the app started
+        return app.state.services.ctx.settings
+
+    app.add_middleware(BodyGuard, settings=settings)
     app.add_middleware(ApiKeyAuth, context=lambda: app.state.services.ctx)
+    app.add_middleware(Cors, settings=settings)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id
     add_problem_schema(app)
     return app

@@ -12,15 +12,21 @@ import io
 import zipfile
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response
+import torch
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from pydantic_core import to_json
 
-from api.deps import JobDep, RendererDep, SettingsDep, StorageDep
+from api.deps import JobDep, OwnerDep, RendererDep, SettingsDep, StorageDep
+from api.disposition import content_disposition
 from api.errors import InvalidOption, JobNotReady, OutputNotAvailable, OverLimit, problems
-from api.rendering import Renderer
+from api.rendering import Renderer, unless_disconnected
 from api.schemas import QueryCreate, QueryPublic
 from model.checkpoint import CONFIG, METRICS, WEIGHTS
+from model.render import Rendered
 from model.signals import kinds
 from model.signals.sdf import MESH_RESOLUTION
 from worker.jobs import Job, Status
@@ -36,42 +42,46 @@ def media(description: str, *types: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"description": description, "content": {t: {} for t in types}}, **ERRORS}
 
 
+def render_media(description: str, *types: str) -> dict[int | str, dict[str, Any]]:
+    return {**media(description, *types), **problems(429, 503)}
+
+
 Width = Annotated[int | None, Query(ge=1, description="image: pixels across (default: the input's)")]
 Height = Annotated[int | None, Query(ge=1, description="image: pixels down (default: the input's)")]
 SampleRate = Annotated[int | None, Query(ge=1, description="audio: Hz (default: the input's)")]
 
 
 @router.get("/reconstruction", response_class=Response,
-            responses=media("The signal as the model holds it", "image/png", "audio/wav"),
+            responses=render_media("The signal as the model holds it", "image/png", "audio/wav"),
             summary="Image (PNG, any size) or audio (WAV, any sample rate)")
 async def reconstruction(
-    job: JobDep, renderer: RendererDep, settings: SettingsDep, width: Width = None,
-    height: Height = None, sample_rate: SampleRate = None,
+    job: JobDep, request: Request, owner: OwnerDep, renderer: RendererDep, settings: SettingsDep,
+    width: Width = None, height: Height = None, sample_rate: SampleRate = None,
     encoding: Annotated[Literal["pcm16", "float32"] | None, Query(description="audio only")] = None,
 ) -> Response:
     query = {"width": width, "height": height, "sample_rate": sample_rate, "encoding": encoding}
-    return await render(job, "reconstruction", query, renderer, settings)
+    return await render(job, "reconstruction", query, request, owner, renderer, settings)
 
 
 @router.get("/experts", response_class=Response,
-            responses=media("Which expert owns each pixel or sample", "image/png",
-                            "application/json"),
+            responses=render_media("Which expert owns each pixel or sample", "image/png",
+                                   "application/json"),
             summary="Expert map: image PNG; audio per-sample ids as JSON, or a PNG plot")
 async def experts(
-    job: JobDep, renderer: RendererDep, settings: SettingsDep, width: Width = None,
-    height: Height = None, sample_rate: SampleRate = None,
+    job: JobDep, request: Request, owner: OwnerDep, renderer: RendererDep, settings: SettingsDep,
+    width: Width = None, height: Height = None, sample_rate: SampleRate = None,
     format: Annotated[Literal["json", "png"] | None, Query(description="audio only")] = None,
 ) -> Response:
     query = {"width": width, "height": height, "sample_rate": sample_rate, "format": format}
-    return await render(job, "experts", query, renderer, settings)
+    return await render(job, "experts", query, request, owner, renderer, settings)
 
 
 @router.get("/mesh", response_class=Response,
-            responses=media("The surface by marching cubes", "application/octet-stream",
-                            "model/obj", "model/gltf-binary"),
+            responses=render_media("The surface by marching cubes", "application/octet-stream",
+                                   "model/obj", "model/gltf-binary"),
             summary="SDF jobs: the zero level set as PLY, OBJ or GLB")
 async def mesh(
-    job: JobDep, renderer: RendererDep, settings: SettingsDep,
+    job: JobDep, request: Request, owner: OwnerDep, renderer: RendererDep, settings: SettingsDep,
     resolution: Annotated[int | None, Query(ge=2, description="grid cells a side")] = None,
     format: Annotated[Literal["ply", "obj", "glb"] | None, Query()] = None,
     experts: Annotated[bool | None, Query(description="colour vertices by expert")] = None,
@@ -81,12 +91,13 @@ async def mesh(
         resolution = min(MESH_RESOLUTION, settings.max_mesh_resolution)
     query = {"resolution": resolution, "format": format, "experts": experts,
              "original_frame": original_frame}
-    return await render(job, "mesh", query, renderer, settings)
+    return await render(job, "mesh", query, request, owner, renderer, settings)
 
 
-async def render(job: Job, output: str, query: dict[str, Any], renderer: Renderer,
-                 settings: Settings) -> Response:
-    """Check the job, the output and the query against the kind and the caps, then render."""
+async def render(job: Job, output: str, query: dict[str, Any], request: Request,
+                 owner: str | None, renderer: Renderer, settings: Settings) -> Response:
+    """Check the job, the output and the query against the kind and the caps, then render for
+    as long as the client waits."""
     kind = kinds()[job.kind]
     if output not in kind.outputs:
         raise OutputNotAvailable(f"{job.kind} jobs have no {output}; they offer "
@@ -98,18 +109,24 @@ async def render(job: Job, output: str, query: dict[str, Any], renderer: Rendere
     if unknown:
         raise InvalidOption(f"{', '.join(unknown)} does not apply to the {output} of {job.kind} "
                             f"jobs (options: {', '.join(accepted)})")
-    check_caps(query, (await renderer.load(job.id)).meta, settings)
-    try:
-        rendered = await renderer.render(job.id, output, query)
-    except ValueError as e:
-        raise InvalidOption(str(e)) from e
+
+    async def checked_render() -> Rendered:
+        with renderer.admit(owner):
+            check_caps(query, (await renderer.load(job.id)).meta, settings)
+            try:
+                return await renderer.render(job.id, output, query)
+            except ValueError as e:
+                raise InvalidOption(str(e)) from e
+
+    rendered = await unless_disconnected(request, checked_render())
     filename = f"{job.id}-{output}{rendered.suffix}"
     return Response(rendered.data, media_type=rendered.media_type,
                     headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
 
 def check_caps(query: dict[str, Any], meta: dict[str, Any], settings: Settings) -> None:
-    if "width" in query or "height" in query:
+    # An image's own size too: the cap is what renders within the time limit (worker.settings).
+    if "width" in meta:
         pixels = query.get("width", meta["width"]) * query.get("height", meta["height"])
         if pixels > settings.max_render_pixels:
             raise OverLimit(f"{pixels:,} pixels is over the cap of {settings.max_render_pixels:,} "
@@ -128,7 +145,8 @@ def require_succeeded(job: Job) -> None:
 
 
 @router.get("/metrics", responses=ERRORS, summary="The final metrics (PSNR, SSIM, MSE, IoU...)")
-def metrics(job: JobDep) -> dict[str, float | None]:
+def metrics(job: JobDep) -> dict[str, float | str | None]:
+    """metrics.json: numbers, and `stop_reason` (steps, budget or target), the one string."""
     require_succeeded(job)
     return job.metrics or {}
 
@@ -144,11 +162,11 @@ def weights(job: JobDep, storage: StorageDep) -> Response:
         for name in (WEIGHTS, CONFIG, METRICS):
             archive.writestr(name, storage.get(checkpoint_key(job.id, name)))
     return Response(buffer.getvalue(), media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'})
+                    headers={"Content-Disposition": content_disposition("attachment", f"{job.id}.zip")})
 
 
-# Uploads served by their suffix as these types, else as bytes to save: never as a type a browser
-# would run (an upload named .html is sniffed by content, stored as input.html, served as bytes).
+# Inputs are stored under the suffix of their content's format (api.uploads), and served as these
+# types, else as bytes to save: never as a type a browser would run.
 INPUT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"}
 
@@ -159,24 +177,68 @@ INPUT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
             summary="The upload, as it was sent (any status)")
 def upload(job: JobDep, storage: StorageDep) -> Response:
     data = storage.get(job.input_key)  # written before the job's row, deleted after it
-    media_type = INPUT_TYPES.get(PurePosixPath(job.input_key).suffix, "application/octet-stream")
+    suffix = PurePosixPath(job.input_key).suffix
+    media_type = INPUT_TYPES.get(suffix, "application/octet-stream")
     return Response(data, media_type=media_type, headers={
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(job.filename)}",
-        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": content_disposition("attachment", download_name(job.filename, suffix)),
     })
 
 
-# 400: a body FastAPI cannot even decode as text (not UTF-8), before any validation.
-@router.post("/query", responses=problems(400, 404, 409, 422),
-             summary="The model's values and experts at coordinates")
-async def query(job: JobDep, body: QueryCreate, renderer: RendererDep,
-                settings: SettingsDep) -> QueryPublic:
+def download_name(filename: str, suffix: str) -> str:
+    """The client's name for its upload, with the suffix of what the file holds: a JPEG sent as
+    photo.html downloads as photo.jpg."""
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    same = name.lower().endswith(suffix) or (suffix == ".jpg" and name.lower().endswith(".jpeg"))
+    return name if same else f"{PurePosixPath(name).stem or 'input'}{suffix}"
+
+
+# The body is read here, after the job is known to exist and to have succeeded (FastAPI reads a
+# declared body before any dependency runs: an unknown job would pay for the parse), capped by
+# api.middleware from the point cap. Parsing, inference and the answer's JSON run in worker
+# threads (pydantic's JSON parser lets go of the GIL): with the largest query allowed in flight,
+# the event loop still answers /healthz within milliseconds.
+QUERY_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": QueryCreate.model_json_schema()}}}}
+
+
+@router.post("/query", response_model=QueryPublic, responses=problems(404, 409, 413, 422),
+             openapi_extra=QUERY_BODY, summary="The model's values and experts at coordinates")
+async def query(job: JobDep, request: Request, renderer: RendererDep,
+                settings: SettingsDep) -> Response:
     require_succeeded(job)
-    if len(body.coords) > settings.max_query_points:
-        raise OverLimit(f"{len(body.coords):,} points is over the cap of "
-                        f"{settings.max_query_points:,} (NEXP_MAX_QUERY_POINTS)")
     in_dim = (await renderer.load(job.id)).model.config.in_dim
-    if any(len(point) != in_dim for point in body.coords):
-        raise InvalidOption(f"{job.kind} models take {in_dim} coordinates per point")
-    values, ids = await renderer.query(job.id, body.coords)
-    return QueryPublic(values=values, experts=ids)
+    body = await request.body()
+    coords = await run_in_threadpool(parse_query, body, in_dim, job.kind, settings.max_query_points)
+    values, ids = await renderer.query(job.id, coords)
+    return Response(await run_in_threadpool(answer_json, values, ids), media_type="application/json")
+
+
+# Points converted at once between lists and tensors, or serialised: each such call holds the
+# GIL, so the event loop, for as long as it runs (0.1 s for 100,000 points in one call).
+PIECE = 8192
+
+
+def pieces(n: int) -> range:
+    return range(0, n, PIECE)
+
+
+def answer_json(values: torch.Tensor, experts: torch.Tensor) -> bytes:
+    """QueryPublic's JSON, written a piece at a time."""
+    def array(items: torch.Tensor) -> bytes:
+        return b"[" + b",".join(to_json(items[i:i + PIECE].tolist())[1:-1] for i in pieces(len(items))) + b"]"
+
+    return b'{"values":' + array(values) + b',"experts":' + array(experts) + b"}"
+
+
+def parse_query(body: bytes, in_dim: int, kind: str, max_points: int) -> torch.Tensor:
+    try:
+        coords = QueryCreate.model_validate_json(body).coords
+    except ValidationError as e:  # answered like any other body FastAPI validates
+        raise RequestValidationError([{**error, "loc": ("body", *error["loc"])}
+                                      for error in e.errors()]) from e
+    if len(coords) > max_points:
+        raise OverLimit(f"{len(coords):,} points is over the cap of {max_points:,} "
+                        "(NEXP_MAX_QUERY_POINTS)")
+    if any(len(point) != in_dim for point in coords):
+        raise InvalidOption(f"{kind} models take {in_dim} coordinates per point")
+    return torch.cat([torch.tensor(coords[i:i + PIECE], dtype=torch.float32) for i in pieces(len(coords))])

@@ -5,15 +5,20 @@ No templates and no build step: the page talks to the same /v1 API as any other 
 three.js and Swagger UI come from the npm registry through web/package-lock.json (`make install`
 runs `npm ci`), never from a CDN (FastAPI's default /docs loads Swagger UI from one), so both work
 on machines without internet access.
+
+Neither page has an inline script, so their Content-Security-Policy (api.middleware) allows
+scripts from this server only: /docs starts Swagger UI from static/docs.js rather than FastAPI's
+inline snippet, and three.js's addons are served with their bare `three` import spelt out rather
+than resolved by an import map (an inline script too).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import APIRouter, FastAPI, HTTPException, Response
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -28,13 +33,23 @@ def index() -> FileResponse:
 
 
 @router.get("/docs")
-def docs(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(
-        openapi_url=request.app.openapi_url, title=f"{request.app.title} - API docs",
-        swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
-        swagger_css_url="/vendor/swagger-ui/swagger-ui.css",
-        swagger_favicon_url="/vendor/swagger-ui/favicon-32x32.png",
-    )
+def docs() -> FileResponse:
+    return FileResponse(STATIC / "docs.html")
+
+
+THREE_ADDONS = NODE_MODULES / "three" / "examples" / "jsm"
+THREE_MODULE_URL = "/vendor/three/build/three.module.js"
+BARE_THREE_IMPORT = re.compile(r"""from\s*(['"])three\1""")
+
+
+@router.get("/vendor/three-addons/{path:path}")
+def three_addon(path: str) -> Response:
+    """An addon module (OrbitControls...) importing three.js by its URL instead of its bare name."""
+    file = (THREE_ADDONS / path).resolve()
+    if file.suffix != ".js" or not file.is_relative_to(THREE_ADDONS) or not file.is_file():
+        raise HTTPException(404, f"no three.js addon {path!r}")
+    source = BARE_THREE_IMPORT.sub(f'from "{THREE_MODULE_URL}"', file.read_text(encoding="utf-8"))
+    return Response(source, media_type="text/javascript")
 
 
 def install(app: FastAPI) -> None:

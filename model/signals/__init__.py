@@ -17,6 +17,12 @@ SNIFF_BYTES = 4096
 
 def kind_of(path: Path) -> SignalKind:
     """The kind of a file, from its content first and its extension second."""
+    return identify(path)[0]
+
+
+def identify(path: Path) -> tuple[SignalKind, str]:
+    """The kind of a file and the suffix its format goes by (".png"), from its content first and
+    its extension second: a JPEG uploaded as photo.html is (image, ".jpg")."""
     try:
         with open(path, "rb") as f:
             head = f.read(SNIFF_BYTES)
@@ -25,12 +31,13 @@ def kind_of(path: Path) -> SignalKind:
     if not head:
         raise SignalError(f"{path.name} is empty", "empty_file")
     for kind in kinds().values():
-        if kind.sniff(head):
-            return kind
+        suffix = kind.sniff(head)
+        if suffix is not None:
+            return kind, suffix
     suffix = path.suffix.lower()
     for kind in kinds().values():
         if suffix in kind.suffixes:
-            return kind
+            return kind, suffix
     known = sorted(s for k in kinds().values() for s in k.suffixes)
     raise SignalError(
         f"{path.name}: unknown file type (supported: {', '.join(known)})", "unsupported_type"
@@ -41,4 +48,5 @@ def load_signal(path: Path, **options: object) -> Signal:
     return kind_of(path).load(path, **options)
 
 
-__all__ = ["Batch", "Grid", "Signal", "SignalError", "SignalKind", "kind_of", "kinds", "load_signal"]
+__all__ = ["Batch", "Grid", "Signal", "SignalError", "SignalKind", "identify", "kind_of", "kinds",
+           "load_signal"]

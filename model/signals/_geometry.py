@@ -20,7 +20,7 @@ from model.signals.base import SignalError
 
 MIN_POINTS = 100  # fewer points cannot describe a surface worth fitting
 MAX_POINTS = 5_000_000  # default input cap: ~120 MB of float64 points plus normals and KD-tree
-SURFACE_SAMPLES = 250_000  # points drawn on a mesh: near the 300k of method.md's Chamfer
+SURFACE_SAMPLES = 250_000  # points drawn on a mesh: near the Chamfer's 300k (docs/method.md#3d-shapes)
 SNIFF_BYTES = 4096  # as model.signals.kind_of: enough lines to judge a text format
 SUFFIX_FORMATS = {".ply": "ply", ".xyz": "xyz", ".obj": "obj", ".off": "off", ".stl": "stl"}
 OBJ_KEYWORDS = {"v", "vt", "vn", "vp", "f", "l", "p", "o", "g", "s", "mtllib", "usemtl"}
@@ -89,9 +89,10 @@ def _format_of(head: bytes) -> str | None:
     return "stl" if _is_binary_stl(head) else None
 
 
-def sniff(head: bytes) -> bool:
-    """True when the head of a file looks like one of the formats this module reads."""
-    return _format_of(head) is not None
+def sniff(head: bytes) -> str | None:
+    """The suffix of the format (".ply"...) the head of a file looks like, or None."""
+    fmt = _format_of(head)
+    return None if fmt is None else f".{fmt}"
 
 
 # --------------------------------------------------------------------------- reading
@@ -235,7 +236,9 @@ def _sample_mesh(mesh: trimesh.Trimesh, name: str, count: int) -> tuple[np.ndarr
 
 
 def normalise(points: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """method.md: centre at the mean, divide by max |coordinate|. -> (points, centre, scale)."""
+    """docs/method.md#3d-shapes: centre at the mean, divide by max |coordinate|.
+
+    -> (points, centre, scale)."""
     # By the spread, not by the centred points: a mean of equal floats can miss them by ~1e-17,
     # and dividing by that would blow rounding noise up to a "shape".
     if float(np.ptp(points, axis=0).max()) <= 1e-9 * float(np.abs(points).max()):

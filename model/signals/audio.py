@@ -1,8 +1,8 @@
 """Audio: WAV / FLAC / OGG, mono or stereo, any sample rate, read with soundfile.
 
-method.md's protocol is the only one: channels averaged to mono, amplitude divided by max |x|,
-coordinates linspace(-100, 100, N). The divisor is kept in meta() as `scale` so renders can
-restore the original loudness.
+docs/method.md#audio is the only protocol: channels averaged to mono, amplitude divided by
+max |x|, coordinates linspace(-100, 100, N). The divisor is kept in meta() as `scale` so renders
+can restore the original loudness.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from model.signals.base import (
 
 MAX_SECONDS = 600.0  # default duration cap: 10 min at 48 kHz is ~29M samples, ~115 MB as float32
 MAX_SAMPLE_RATE = 384_000  # the highest rate common audio hardware offers; above it is a typo
-COORD_LIMIT = 100.0  # method.md: coordinates linspace(-100, 100, N)
+COORD_LIMIT = 100.0  # docs/method.md#audio: coordinates linspace(-100, 100, N)
 FORMATS = ("WAV", "WAVEX", "FLAC", "OGG")  # libsndfile also reads AIFF, MP3...: not offered
 PREDICT_CHUNK = 1 << 16  # audio has many 1-D points: big chunks, still only ~64 MB of activations
 ENCODINGS = {"pcm16": "PCM_16", "float32": "FLOAT"}  # reconstruction WAV sample formats
@@ -40,12 +40,12 @@ PLOT_WIDTH, PLOT_HEIGHT = 1200, 300
 PLOT_AXIS = (220, 220, 220)  # light grey zero line behind the waveform
 
 
-def _sniff(head: bytes) -> bool:
-    return (
-        (head[:4] == b"RIFF" and head[8:12] == b"WAVE")
-        or head.startswith(b"fLaC")
-        or head.startswith(b"OggS")
-    )
+def _sniff(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return ".wav"
+    if head.startswith(b"fLaC"):
+        return ".flac"
+    return ".ogg" if head.startswith(b"OggS") else None
 
 
 def _open_error(path: Path, e: sf.LibsndfileError) -> SignalError:
@@ -79,7 +79,7 @@ def read_audio(path: Path, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray
         raise SignalError(f"{path.name}: the file holds no samples", "empty_audio")
     if not np.isfinite(data).all():
         raise SignalError(f"{path.name}: the samples contain NaN or infinity", "non_finite")
-    mono = data.mean(axis=1)  # method.md: stereo averaged to mono
+    mono = data.mean(axis=1)  # docs/method.md#audio: stereo averaged to mono
     return mono, info.samplerate, info.channels
 
 
@@ -115,7 +115,7 @@ class AudioSignal(SampledSignal):
         return self.argmax_mse(values, logits, batch)
 
     def evaluate(self, model: NeuralExperts) -> dict[str, float]:
-        """method.md: MSE of the argmax output vs the normalised waveform, over every sample."""
+        """docs/method.md#audio: MSE of the argmax output vs the normalised waveform, all samples."""
         predicted, _ = model.predict(self.grid.coords(self.samples.device), chunk=PREDICT_CHUNK)
         return {"mse": float(((predicted.double() - self.samples.double()) ** 2).mean())}
 

@@ -100,8 +100,9 @@ class SignalKind:
 
     name: str
     suffixes: tuple[str, ...]
-    sniff: Callable[[bytes], bool]
-    """True when a file's first bytes look like this kind (content, not the name, decides)."""
+    sniff: Callable[[bytes], str | None]
+    """The suffix of the format (".png"...) a file's first bytes look like, or None when they
+    are not this kind (content, not the name, decides)."""
     load: Callable[..., Signal]
     """load(path, protocol=None, device="cpu") -> Signal; raises SignalError."""
     write_outputs: Callable[[NeuralExperts, dict[str, Any], Path], list[Path]]
@@ -138,7 +139,7 @@ def argmax_values(values: Tensor, logits: Tensor | None) -> Tensor:
 
 
 def reconstruction_loss(values: Tensor, logits: Tensor | None, target: Tensor) -> dict[str, Tensor]:
-    """1000 * mean over points, channels, experts of q_i (f_i - y)^2 (method.md, image and audio)."""
+    """1000 * mean over points, channels, experts of q_i (f_i - y)^2 (docs/method.md#losses)."""
     q = expert_weights(logits, values)
     loss = 1000.0 * (q[..., None] * (values - target) ** 2).mean()
     return {"loss": loss}

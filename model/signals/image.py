@@ -34,12 +34,12 @@ PAPER_DOWNSCALE = 4
 PAPER_CROP = 128
 
 
-def _sniff(head: bytes) -> bool:
-    return (
-        head.startswith(b"\x89PNG\r\n\x1a\n")
-        or head.startswith(b"\xff\xd8\xff")
-        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-    )
+def _sniff(head: bytes) -> str | None:
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    return ".webp" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
 
 
 def read_image(path: Path, protocol: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -85,7 +85,7 @@ def _gray_white(mode: str) -> float | None:
 
 
 def _paper_crop(img: Image.Image, path: Path) -> Image.Image:
-    """method.md: Lanczos downscale by 4, then the centre 128 x 128 crop."""
+    """docs/method.md#images: Lanczos downscale by 4, then the centre 128 x 128 crop."""
     small = img.resize(
         (img.width // PAPER_DOWNSCALE, img.height // PAPER_DOWNSCALE), Image.Resampling.LANCZOS
     )

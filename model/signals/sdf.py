@@ -2,7 +2,7 @@
 
 Inputs: a point cloud with normals (PLY with nx ny nz, or XYZ text "x y z nx ny nz" per line)
 or a triangle mesh (OBJ, PLY, OFF, STL) from which oriented surface points are sampled.
-method.md's protocol is the only one: points are centred at their mean and divided by their
+docs/method.md#3d-shapes is the only protocol: points are centred at their mean and divided by their
 max |coordinate| (the "normalised frame"), the fit domain is [-1.2, 1.2]^3, and sdf_gt(x) is the
 distance to the nearest input point, negative where x lies behind that point's normal.
 meta() keeps `centre` and `scale`, so x_original = x_normalised * scale + centre.
@@ -46,21 +46,21 @@ from model.signals.base import (
     register,
 )
 
-DOMAIN = 1.2  # method.md: shapes in [-1, 1]^3 are fitted on [-1.2, 1.2]^3
-PRETRAIN_CELLS = 64  # method.md: one random expert label per cell of a 64^3 grid
-PART_POINTS = 10_000  # method.md: 10k surface + 10k near + 10k far points per step
-NEAR_NOISE, FAR_NOISE = 2e-3, 2e-1  # method.md: Laplace scales of the near and far samples
-CLAMP = 3.0  # method.md: predictions and targets clamped to +-3 in the L1 term
-LOSS_WEIGHT = 1000.0  # method.md: both SDF terms are weighted by 1000
+DOMAIN = 1.2  # docs/method.md#3d-shapes: shapes in [-1, 1]^3 are fitted on [-1.2, 1.2]^3
+PRETRAIN_CELLS = 64  # docs/method.md#manager-pretraining: one random expert label per cell of a 64^3 grid
+PART_POINTS = 10_000  # docs/method.md#3d-shapes: 10k surface + 10k near + 10k far points per step
+NEAR_NOISE, FAR_NOISE = 2e-3, 2e-1  # docs/method.md#3d-shapes: Laplace scales of the near and far samples
+CLAMP = 3.0  # docs/method.md#losses: predictions and targets clamped to +-3 in the L1 term
+LOSS_WEIGHT = 1000.0  # docs/method.md#losses: both SDF terms are weighted by 1000
 # Pool of near / far training samples with their sdf_gt, computed once at load (~3 s of one CPU
 # core). Measured on 250k spot points: a far query costs ~12 us of one core, a near one ~1.5 us,
 # so 10k + 10k fresh queries per step (~0.14 s) would dwarf a GPU step (a few ms); drawing from
 # the pool is a gather on the device. The price: samples repeat (fast preset: ~40 times each).
 POOL_SIZE = 250_000
-EVAL_RESOLUTION = 128  # method.md: IoU on a 128^3 grid
-CHAMFER_POINTS = 300_000  # method.md: 300k points on each side of the Chamfer distance
-TRIMAP_BAND = 1e-3  # method.md: trimap IoU(d) with d = 0.001 in the main table
-CHAMFER_SCALE = 1e5  # method.md: Chamfer reported x1e5
+EVAL_RESOLUTION = 128  # docs/method.md#3d-shapes: IoU on a 128^3 grid
+CHAMFER_POINTS = 300_000  # docs/method.md#3d-shapes: 300k points on each side of the Chamfer distance
+TRIMAP_BAND = 1e-3  # docs/method.md#3d-shapes: trimap IoU(d) with d = 0.001 in the main table
+CHAMFER_SCALE = 1e5  # docs/method.md#3d-shapes: Chamfer reported x1e5
 OUTPUT_RESOLUTION = 128  # write_outputs: a mesh in seconds on a GPU, still detailed
 MESH_RESOLUTIONS = (16, 512)  # 512^3 float32 predictions are 512 MB; 1024^3 would be 4 GB
 MESH_RESOLUTION = 256  # mesh()'s default: a second or two on a GPU, minutes on a CPU core
@@ -190,7 +190,7 @@ class SdfSignal:
 
     def batch(self, generator: torch.Generator, max_points: int) -> Batch:
         """Surface rows first (Batch.n_surface), then near, then far: 10k each, or a third of
-        max_points each when that is smaller (method.md's proportions)."""
+        max_points each when that is smaller (docs/method.md#3d-shapes)."""
         n = max(1, min(PART_POINTS, max_points // 3))
         rows = [
             part[torch.randint(0, len(part), (n,), generator=generator, device=part.device)]
@@ -203,7 +203,8 @@ class SdfSignal:
         return None  # no values live on the pretraining grid: k-means pretraining does not apply
 
     def loss(self, values: Tensor, logits: Tensor | None, batch: Batch) -> dict[str, Tensor]:
-        """method.md: 1000 mean q_i |f_i(x_s)| + 1000 mean q_i |clamp(f_i(x)) - clamp(sdf_gt(x))|."""
+        """docs/method.md#losses: 1000 mean q_i |f_i(x_s)|
+        + 1000 mean q_i |clamp(f_i(x)) - clamp(sdf_gt(x))|."""
         q = expert_weights(logits, values)  # (K, N)
         f = values[..., 0]  # (K, N)
         ns = batch.n_surface
@@ -217,7 +218,7 @@ class SdfSignal:
         return float((argmax_values(values, logits) - batch.target).abs().mean())
 
     def evaluate(self, model: NeuralExperts) -> dict[str, float]:
-        """IoU and trimap IoU of the inside sets on the eval grid, Chamfer x1e5 (method.md).
+        """IoU and trimap IoU of the inside sets on the eval grid, Chamfer x1e5 (docs/method.md#3d-shapes).
 
         trimap_iou is NaN when no grid point lies within trimap_band of an input point; chamfer
         is inf when the prediction has no zero level set.

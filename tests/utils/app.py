@@ -28,7 +28,7 @@ def serve(config: Settings) -> Iterator[TestClient]:
     app = create_app()
     app.dependency_overrides[get_settings] = lambda: config
     try:
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://localhost") as client:  # a loopback Host (api.auth)
             yield client
     finally:
         if config.broker_url.startswith("redis://"):
