@@ -68,26 +68,9 @@ export const getJob = (id) => json(jobUrl(id));
 export const listJobs = (params = {}) => json(`/v1/jobs?${new URLSearchParams(params)}`);
 export const cancelJob = (id) => json(jobUrl(id, "cancel"), { method: "POST" });
 export const deleteJob = (id) => json(jobUrl(id), { method: "DELETE" });
-export const getJson = (path) => json(path);
-
-/** An output as a Blob, so a failed render shows the API's message instead of a broken image. */
-export const getBlob = async (path) => (await request(path)).blob();
-
-/** Save the output at `path` as a file named `filename`, through the browser's downloads. */
-export async function download(path, filename) {
-  const url = URL.createObjectURL(await getBlob(path));
-  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
-  link.click();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000); // the download has started by then
-}
-
-/** Make a download link fetch its file with the API key instead of navigating to it. */
-export function fetchOnClick(link, onError) {
-  link.addEventListener("click", (event) => {
-    event.preventDefault();
-    download(link.getAttribute("href"), link.download).catch(onError);
-  });
-}
+/** An output as a Blob, so a failed render shows the API's message instead of a broken image;
+ * `options.signal` aborts it. */
+export const getBlob = async (path, options = {}) => (await request(path, options)).blob();
 
 /** A name for files saved from `job`: its upload's name without the extension. */
 export const fileStem = (job) => job.filename?.replace(/\.[^.]*$/, "") || job.id;

@@ -2,30 +2,30 @@
 import * as api from "./api.js";
 import { mountAudioView } from "./audio-view.js";
 import { drawChart } from "./chart.js";
+import { copyCurlOnClick } from "./curl.js";
 import { mountImageView } from "./image-view.js";
+import { describeMetrics, poorResult, progressMetric } from "./metrics.js";
+import { downloadOnClick, forgetJob } from "./outputs.js";
 
 const $ = (id) => document.getElementById(id);
 
-// How to show and plot the progress `metric`, by its `metric_name` (model/signals/*).
-const METRICS = {
-  psnr: { label: "PSNR (dB)", log: false, format: (v) => `PSNR ${v.toFixed(2)} dB` },
-  mse: { label: "MSE (log scale)", log: true, format: (v) => `MSE ${v.toExponential(2)}` },
-  sdf_l1: { label: "SDF L1 error (log scale)", log: true, format: (v) => `SDF L1 ${v.toExponential(2)}` },
-};
-const metricOf = (name) => METRICS[name]
-  || { label: name || "metric", log: false, format: (v) => `${name} ${v.toPrecision(4)}` };
+// What a person calls each kind (the API's "sdf" is a signed distance field).
+const KIND_LABELS = { image: "image", audio: "audio", sdf: "3D shape" };
+const kindLabel = (kind) => KIND_LABELS[kind] || kind;
 const STAGES = { pretrain: "pretraining the manager", experts: "training experts only" };
 const POLL_MS = 4000; // job list refresh while some job is queued or running
 const PAGE_SIZE = 20;
 const MAX_LISTED = 100; // the API's largest page (GET /v1/jobs?limit=)
 
-// job id -> object URL of the upload: the file this browser sent, or else fetched from the API
+// job id -> the upload ({ blob, url }: the file and its object URL), as this browser sent it, or
+// else fetched from the API. Views read it from here: the page's CSP lets fetch reach only the
+// API, not blob: URLs.
 const originals = new Map();
 
-/** The upload's object URL (a promise), fetched from `/input` once when this tab did not send it. */
-function originalUrl(job) {
+/** The upload (a promise), fetched from `/input` once when this tab did not send it. */
+function original(job) {
   if (!originals.has(job.id)) {
-    const fetched = api.getBlob(job.urls.input).then((blob) => URL.createObjectURL(blob));
+    const fetched = api.getBlob(job.urls.input).then((blob) => ({ blob, url: URL.createObjectURL(blob) }));
     fetched.catch(() => originals.delete(job.id)); // the next view of the job asks again
     originals.set(job.id, fetched);
   }
@@ -80,32 +80,71 @@ function setUpDrop() {
   });
 }
 
+/** A field the page refuses to send, named as the form names it. */
+class FieldError extends Error {
+  constructor(field, message) {
+    super(message);
+    this.field = field;
+  }
+}
+
+// The whole numbers the form takes, with the API's bounds (api/schemas.py: JobCreate).
+const WHOLE_NUMBERS = { steps: { label: "Steps", min: 1 }, experts: { label: "Experts", min: 2, max: 32 } };
+
+/** The field's whole number, or "" when left empty (the default); refuses anything else. */
+function wholeNumber(name) {
+  const { label, min, max } = WHOLE_NUMBERS[name];
+  const text = $(name).value.trim();
+  if (!text) return "";
+  const range = max ? `from ${min} to ${max}` : `of ${min} or more`;
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < min || (max && value > max)) {
+    throw new FieldError(name, `${label} must be a whole number ${range} (got "${text}"), or empty for the default.`);
+  }
+  return String(value);
+}
+
 function fitForm() {
   const form = new FormData();
   const file = $("file").files[0];
+  if (!file) throw new FieldError("file", "Choose a file to fit first.");
   form.append("file", file);
   for (const name of ["preset", "model", "activation"]) form.append(name, $(name).value);
-  for (const name of ["steps", "experts"]) {
-    if ($(name).value) form.append(name, $(name).value);
+  for (const name of Object.keys(WHOLE_NUMBERS)) {
+    const value = wholeNumber(name);
+    if (value) form.append(name, value);
   }
   if ($("protocol").checked) form.append("protocol", "paper");
   return { form, file };
 }
 
+/** Mark the fields `error` names as invalid, and only those. */
+function markInvalid(error) {
+  for (const name of ["file", ...Object.keys(WHOLE_NUMBERS)]) {
+    $(name).toggleAttribute("aria-invalid", error?.field === name);
+  }
+  if (error?.field) $(error.field).focus();
+}
+
 async function submitFit(event) {
   event.preventDefault();
   const errors = $("form-error");
-  if (!$("file").files.length) {
-    showError(errors, new Error("Choose a file to fit first."));
+  let fit;
+  try {
+    fit = fitForm();
+  } catch (error) {
+    markInvalid(error);
+    showError(errors, error);
     return;
   }
+  markInvalid(null);
   const button = $("submit");
   button.disabled = true;
   button.textContent = "Uploading…";
   try {
-    const { form, file } = fitForm();
+    const { form, file } = fit;
     const job = await api.createJob(form);
-    originals.set(job.id, URL.createObjectURL(file));
+    originals.set(job.id, { blob: file, url: URL.createObjectURL(file) });
     showError(errors, null);
     openJob(job);
     refreshJobs();
@@ -121,7 +160,7 @@ async function submitFit(event) {
 
 function describe(job) {
   const options = job.options || {};
-  const parts = [job.kind, options.model, options.preset && `preset ${options.preset}`,
+  const parts = [kindLabel(job.kind), options.model, options.preset && `preset ${options.preset}`,
     options.steps && `${options.steps} steps`, job.created_at && new Date(job.created_at).toLocaleString()];
   return parts.filter(Boolean).join(" · ");
 }
@@ -143,7 +182,7 @@ function showProgress(progress) {
     STAGES[stage],
     eta > 0 ? `ETA ${formatEta(eta)}` : "",
     Number.isFinite(loss) ? `loss ${loss.toExponential(2)}` : "",
-    Number.isFinite(metric) ? metricOf(metricName).format(metric) : "",
+    Number.isFinite(metric) ? progressMetric(metricName).format(metric) : "",
   ].filter(Boolean).join(" · ");
   const last = state.points[state.points.length - 1];
   if (stage !== "pretrain" && (!last || step > last.step)) {
@@ -152,23 +191,41 @@ function showProgress(progress) {
   }
 }
 
-function drawCharts() {
-  const metric = metricOf(state.metricName);
-  $("chart-metric-caption").textContent = metric.label;
-  drawChart($("chart-loss"), state.points.map((p) => ({ step: p.step, value: p.loss })), { log: true });
-  drawChart($("chart-metric"), state.points.map((p) => ({ step: p.step, value: p.metric })),
-    { log: metric.log, color: "#d62728" });
+/** A chart's text alternative: where its curve starts and ends. */
+function curveSummary(name, points, format) {
+  const shown = points.filter((p) => Number.isFinite(p.value));
+  if (!shown.length) return `${name}: no reports yet`;
+  const [first, last] = [shown[0], shown[shown.length - 1]];
+  return `${name}: ${format(first.value)} at step ${first.step}, ${format(last.value)} at step ${last.step}`;
 }
 
-function showMetrics(metrics) {
-  const list = $("job-metrics");
-  list.replaceChildren(...Object.entries(metrics || {}).flatMap(([name, value]) => {
+function drawCharts() {
+  const metric = progressMetric(state.metricName);
+  const loss = state.points.map((p) => ({ step: p.step, value: p.loss }));
+  const quality = state.points.map((p) => ({ step: p.step, value: p.metric }));
+  $("chart-metric-caption").textContent = metric.label;
+  drawChart($("chart-loss"), loss, { log: true });
+  drawChart($("chart-metric"), quality, { log: metric.log, color: "#d55e00" });
+  $("chart-loss").setAttribute("aria-label", curveSummary("Loss", loss, (v) => v.toExponential(2)));
+  $("chart-metric").setAttribute("aria-label", curveSummary(metric.label, quality, metric.format));
+}
+
+function showMetrics(job) {
+  $("job-metrics").replaceChildren(...describeMetrics(job.metrics).flatMap(({ key, name, value, better }) => {
     const term = document.createElement("dt");
     term.textContent = name;
+    term.title = key; // the API's name, as in GET /metrics
     const definition = document.createElement("dd");
-    definition.textContent = typeof value === "number" ? value.toPrecision(5) : String(value);
+    definition.textContent = value;
+    const direction = document.createElement("span");
+    direction.className = "better";
+    direction.textContent = better;
+    definition.append(" ", direction);
     return [term, definition];
   }));
+  const warning = job.status === "succeeded" ? poorResult(job) : "";
+  $("job-warning").hidden = !warning;
+  $("job-warning").textContent = warning;
 }
 
 function showResult(job) {
@@ -180,8 +237,8 @@ function showResult(job) {
   const template = document.getElementById(`view-${job.kind}`);
   if (!template) return;
   result.append(template.content.cloneNode(true));
-  if (job.kind === "image") state.unmountView = mountImageView(result, job, originalUrl(job), jobError);
-  if (job.kind === "audio") state.unmountView = mountAudioView(result, job, originalUrl(job), jobError);
+  if (job.kind === "image") state.unmountView = mountImageView(result, job, original(job), jobError);
+  if (job.kind === "audio") state.unmountView = mountAudioView(result, job, original(job), jobError);
   if (job.kind === "sdf") {
     // three.js is large: load it only when a 3D result is shown.
     import("./mesh-view.js")
@@ -200,10 +257,11 @@ function showStatus(job) {
   $("job-weights").hidden = job.status !== "succeeded";
   $("job-weights").href = api.jobUrl(job.id, "weights");
   $("job-weights").download = `${api.fileStem(job)}-weights.zip`;
+  $("job-curl").hidden = job.status !== "succeeded";
   $("training").hidden = !active && state.points.length === 0;
   jobError(job.status === "failed" && job.error
     ? new api.ApiError(job.error.title, job.error.detail) : null);
-  showMetrics(job.metrics);
+  showMetrics(job);
 }
 
 /** Show `job` in the job panel; follows its events until it ends. */
@@ -219,6 +277,7 @@ function openJob(job) {
   $("job-meta").textContent = describe(job);
   $("job-step").textContent = "";
   $("job-progress").value = 0;
+  $("job-curl-text").hidden = true;
   showStatus(job);
   showProgress(job.progress);
   drawCharts();
@@ -261,8 +320,9 @@ async function cancel(id) {
 async function remove(id) {
   if (!window.confirm("Delete this job and all its outputs?")) return;
   await api.deleteJob(id);
-  if (originals.has(id)) Promise.resolve(originals.get(id)).then(URL.revokeObjectURL, () => {});
+  if (originals.has(id)) Promise.resolve(originals.get(id)).then(({ url }) => URL.revokeObjectURL(url), () => {});
   originals.delete(id);
+  forgetJob(api.jobUrl(id));
   if (state.job?.id === id) closeJob();
   refreshJobs();
 }
@@ -287,7 +347,7 @@ function jobRow(job) {
   badge.textContent = job.status;
   const kind = document.createElement("span");
   kind.className = "meta";
-  kind.textContent = job.kind;
+  kind.textContent = kindLabel(job.kind);
   const actions = document.createElement("span");
   actions.className = "row-actions";
   if (!api.TERMINAL.has(job.status)) {
@@ -298,7 +358,7 @@ function jobRow(job) {
     weights.className = "button";
     weights.href = api.jobUrl(job.id, "weights");
     weights.download = `${api.fileStem(job)}-weights.zip`;
-    api.fetchOnClick(weights, listError);
+    downloadOnClick(weights, listError);
     weights.textContent = "Weights";
     weights.setAttribute("aria-label", `Download weights of ${open.textContent}`);
     actions.append(weights);
@@ -356,7 +416,8 @@ function setUpApiKey() {
 
 setUpDrop();
 setUpApiKey();
-api.fetchOnClick($("job-weights"), jobError);
+downloadOnClick($("job-weights"), jobError);
+copyCurlOnClick($("job-curl"), () => state.job, jobError);
 $("fit-form").addEventListener("submit", submitFit);
 $("job-cancel").addEventListener("click", () => cancel(state.job.id).catch(jobError));
 $("job-delete").addEventListener("click", () => remove(state.job.id).catch(jobError));

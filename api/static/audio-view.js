@@ -1,7 +1,9 @@
-// Audio results: waveforms of the original and the reconstruction over the expert segments,
-// and players for both.
-import { getBlob, getJson, jobUrl } from "./api.js";
+// Audio results: the original's waveform, the reconstruction's over its expert segments with
+// each expert's share, players for both, and the outputs to download.
+import { fileStem, jobUrl } from "./api.js";
 import { expertColor } from "./colors.js";
+import { fillLegend } from "./legend.js";
+import { downloadOnClick, fetchOutput } from "./outputs.js";
 
 async function decode(blob) {
   // Any rate works for drawing: the waveform is plotted against time, not samples.
@@ -9,8 +11,8 @@ async function decode(blob) {
   return context.decodeAudioData(await blob.arrayBuffer());
 }
 
-/** Min/max envelope per pixel column over coloured expert segments. */
-function drawWave(canvas, audio, segments) {
+/** Min/max envelope per pixel column, over coloured expert `segments` when given. */
+function drawWave(canvas, audio, segments = []) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth;
   const height = canvas.clientHeight;
@@ -43,41 +45,50 @@ function drawWave(canvas, audio, segments) {
   ctx.stroke();
 }
 
-function fillLegend(list, segments) {
-  const experts = [...new Set(segments.map((s) => s.expert))].sort((a, b) => a - b);
-  list.replaceChildren(...experts.map((expert) => {
-    const item = document.createElement("li");
-    const swatch = document.createElement("span");
-    swatch.className = "swatch";
-    swatch.style.background = expertColor(expert);
-    item.append(swatch, `expert ${expert}`);
-    return item;
-  }));
+function countExperts(ids) {
+  const counts = [];
+  for (const id of ids) counts[id] = (counts[id] || 0) + 1;
+  return counts;
 }
 
 /**
- * Fill the cloned `view-audio` template in `root` for a succeeded audio `job`; `originalUrl`
- * is a promise of the upload's object URL.
+ * Fill the cloned `view-audio` template in `root` for a succeeded audio `job`; `original` is a
+ * promise of the upload ({ blob, url }).
  */
-export function mountAudioView(root, job, originalUrl, showError) {
+export function mountAudioView(root, job, original, showError) {
   const $ = (id) => root.querySelector(`#${id}`);
+  const request = new AbortController(); // closing the job abandons its renders
+  const outputs = {
+    reconstruction: { url: jobUrl(job.id, "reconstruction"), file: "reconstruction.wav" },
+    experts: { url: jobUrl(job.id, "experts"), file: "experts.json" },
+    plot: { url: jobUrl(job.id, "experts", { format: "png" }), file: "experts.png" },
+  };
+  for (const [name, { url, file }] of Object.entries(outputs)) {
+    const link = $(`download-${name}`);
+    Object.assign(link, { href: url, download: `${fileStem(job)}-${file}` });
+    downloadOnClick(link, showError);
+  }
   let reconUrl = null;
 
   async function start() {
     const [wav, experts] = await Promise.all([
-      getBlob(jobUrl(job.id, "reconstruction")),
-      getJson(jobUrl(job.id, "experts")),
+      fetchOutput(outputs.reconstruction.url, request.signal),
+      fetchOutput(outputs.experts.url, request.signal).then(async (blob) => JSON.parse(await blob.text())),
     ]);
     reconUrl = URL.createObjectURL(wav);
     $("audio-reconstruction").src = reconUrl;
-    fillLegend($("expert-legend"), experts.segments);
+    fillLegend($("expert-legend"), countExperts(experts.expert_ids));
     drawWave($("wave-reconstruction"), await decode(wav), experts.segments);
-    const url = await originalUrl;
+    const { blob, url } = await original;
     $("audio-original").src = url;
-    const original = await decode(await (await fetch(url)).blob());
-    drawWave($("wave-original"), original, experts.segments);
+    drawWave($("wave-original"), await decode(blob));
   }
 
-  start().catch(showError);
-  return () => reconUrl && URL.revokeObjectURL(reconUrl);
+  start().catch((error) => {
+    if (error.name !== "AbortError") showError(error);
+  });
+  return () => {
+    request.abort();
+    if (reconUrl) URL.revokeObjectURL(reconUrl);
+  };
 }

@@ -1,11 +1,35 @@
 // 3D results: the marching-cubes mesh of the fitted SDF in an orbit viewer, with per-vertex
-// expert colours on a toggle and downloads in three formats.
-import * as THREE from "three";
-import { OrbitControls } from "three/addons/controls/OrbitControls.js";
-import { PLYLoader } from "three/addons/loaders/PLYLoader.js";
-import { fetchOnClick, fileStem, getBlob, jobUrl } from "./api.js";
+// expert colours (and their shares) on a toggle and downloads in three formats.
+// three.js from web/node_modules (`make install`), never a CDN; its addons through
+// /vendor/three-addons, which spells out their bare "three" import (no import map: see page.py).
+import * as THREE from "/vendor/three/build/three.module.js";
+import { OrbitControls } from "/vendor/three-addons/controls/OrbitControls.js";
+import { PLYLoader } from "/vendor/three-addons/loaders/PLYLoader.js";
+import { fileStem, jobUrl } from "./api.js";
+import { apiColorLookup } from "./colors.js";
+import { fillLegend } from "./legend.js";
+import { downloadOnClick, fetchOutput } from "./outputs.js";
 
 const PLAIN = new THREE.Color(0xb8bec8);
+
+// PLYLoader stores 8-bit vertex colours converted to linear light: compare and write them so.
+const linear8 = ([r, g, b]) => {
+  const color = new THREE.Color().setRGB(r / 255, g / 255, b / 255, THREE.SRGBColorSpace);
+  return [color.r, color.g, color.b].map((c) => Math.round(c * 255));
+};
+const fromApiColor = apiColorLookup(linear8);
+
+/** Vertices per expert, from the expert colours the API gave `geometry`'s vertices. */
+function countExperts(geometry) {
+  const colors = geometry.getAttribute("color");
+  const counts = [];
+  if (!colors) return counts;
+  for (let v = 0; v < colors.count; v++) {
+    const id = fromApiColor(...[0, 1, 2].map((c) => colors.array[v * colors.itemSize + c]));
+    if (id >= 0) counts[id] = (counts[id] || 0) + 1;
+  }
+  return counts;
+}
 
 function createViewer(container) {
   const renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
@@ -91,33 +115,45 @@ export function mountMeshView(root, job, showError) {
     showError(new Error(`The 3D viewer needs WebGL, which this browser could not start (${error.message}).`));
     return () => {};
   }
-  let latest = 0; // only the newest resolution's mesh is shown when requests overlap
+  let request = new AbortController(); // the mesh in flight: another resolution or closing aborts it
+  const meshUrl = (res, format) => jobUrl(job.id, "mesh", { resolution: res, format, experts: true });
 
-  async function load() {
-    const request = ++latest;
+  async function load(signal) {
     const res = resolution.value;
     for (const format of ["ply", "obj", "glb"]) {
-      const link = $(`download-${format}`);
-      link.href = jobUrl(job.id, "mesh", { resolution: res, format, experts: true });
-      link.download = `${fileStem(job)}-${res}.${format}`;
+      Object.assign($(`download-${format}`), {
+        href: meshUrl(res, format), download: `${fileStem(job)}-${res}.${format}`,
+      });
     }
     status.textContent = `Extracting the mesh at ${res}³…`;
-    const blob = await getBlob(jobUrl(job.id, "mesh", { resolution: res, format: "ply", experts: true }));
-    if (request !== latest) return;
+    const blob = await fetchOutput(meshUrl(res, "ply"), signal);
     const geometry = new PLYLoader().parse(await blob.arrayBuffer());
+    if (signal.aborted) return;
+    fillLegend($("mesh-legend"), countExperts(geometry));
     viewer.show(geometry);
     viewer.setExpertColours(colours.checked);
     const vertices = geometry.getAttribute("position").count;
     status.textContent = `${vertices.toLocaleString()} vertices at ${res}³. Drag to rotate, scroll or pinch to zoom, arrow keys to pan.`;
   }
 
-  const reload = () => load().catch((error) => {
-    status.textContent = "";
-    showError(error);
-  });
-  for (const format of ["ply", "obj", "glb"]) fetchOnClick($(`download-${format}`), showError);
+  const reload = () => {
+    request.abort();
+    request = new AbortController();
+    load(request.signal).catch((error) => {
+      if (error.name === "AbortError") return; // superseded by another resolution
+      status.textContent = "";
+      showError(error);
+    });
+  };
+  for (const format of ["ply", "obj", "glb"]) downloadOnClick($(`download-${format}`), showError);
   resolution.addEventListener("change", reload);
-  colours.addEventListener("change", () => viewer.setExpertColours(colours.checked));
+  colours.addEventListener("change", () => {
+    viewer.setExpertColours(colours.checked);
+    $("mesh-legend").hidden = !colours.checked;
+  });
   reload();
-  return () => viewer.dispose();
+  return () => {
+    request.abort();
+    viewer.dispose();
+  };
 }

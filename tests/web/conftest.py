@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Error, Page, sync_playwright
+from PIL import Image
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
 
+from tests.utils.data import KODIM19
 from tests.utils.service import Service
 from tests.utils.web import running_service
 
@@ -43,13 +46,26 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+def unexpected(message: ConsoleMessage) -> bool:
+    """A console error the page should not cause: a blocked script, a missing file (the favicon).
+    The API's own error answers are left out: the page shows them as messages, and some tests
+    ask for them."""
+    if message.type != "error" and "Content Security Policy" not in message.text:
+        return False
+    return not urlsplit(message.location.get("url", "")).path.startswith("/v1/")
+
+
 @pytest.fixture
 def page(browser: Browser, service: Service) -> Iterator[Page]:
-    """A laptop-sized page on the service; any uncaught script error fails the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service.url)
+    """A laptop-sized page on the service; any uncaught script error, anything the page's
+    Content-Security-Policy blocked, or any other console error fails the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service.url,
+                                  accept_downloads=True)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(f"{message.text} ({message.location})")
+            if unexpected(message) else None)
     yield page
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}\n{service.logs()}"
@@ -60,3 +76,14 @@ def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
 
+
+
+@pytest.fixture(scope="session")
+def kodak_wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 48x32 crop of kodim19: a 3:2 image, so panels that are not square show."""
+    path = tmp_path_factory.mktemp("images") / "kodim19-48x32.png"
+    with Image.open(KODIM19) as img:
+        img.resize((img.width // 4, img.height // 4), Image.Resampling.LANCZOS).crop(
+            (30, 60, 78, 92)
+        ).save(path)
+    return path

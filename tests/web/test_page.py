@@ -6,9 +6,12 @@ Screenshots land in test-output/web/ for a person to look at.
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from pathlib import Path
 
+from PIL import Image
 from playwright.sync_api import Page, Route, expect
 
 from tests.utils.service import Service
@@ -22,54 +25,126 @@ from tests.utils.web import (
 )
 
 
-def test_image_fit_shows_training_reconstruction_and_super_resolution(
-    page: Page, kodak_crop: Path, screenshots: Path
+def shares_in_legend(page: Page) -> list[float]:
+    """The legend's shares, in percent, as listed (largest first)."""
+    texts = page.locator("#expert-legend .share").all_inner_texts()
+    return [float(text.lstrip("<").rstrip("%")) for text in texts]
+
+
+def downloaded(page: Page, link: str) -> tuple[str, bytes]:
+    """Click a download link; the file's suggested name and bytes."""
+    with page.expect_download() as download:
+        page.click(link)
+    return download.value.suggested_filename, Path(download.value.path()).read_bytes()
+
+
+def same_as_the_api(page: Page, link: str) -> bytes:
+    """Download through `link` and check the bytes are the API's for the link's URL."""
+    _, data = downloaded(page, link)
+    assert data == page.request.get(page.get_attribute(link, "href")).body()
+    return data
+
+
+def on_a_phone(page: Page, screenshot: Path) -> None:
+    """At a phone's width, nothing sticks out sideways; a screenshot for a person to look at."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    wider = page.evaluate("[...document.querySelectorAll('body *')]"
+                          ".filter(e => e.getBoundingClientRect().right > 391)"
+                          ".map(e => e.id || e.className || e.tagName)")
+    assert not wider, f"wider than a phone: {wider}"
+    page.screenshot(path=screenshot, full_page=True)
+
+
+def test_image_fit_compares_clean_reconstruction_expert_map_and_zoom(
+    page: Page, kodak_wide: Path, screenshots: Path
 ) -> None:
-    start_fit(page, kodak_crop, steps=100)  # ten progress reports for the live curves
-    expect(page.locator("#job-title")).to_have_text(kodak_crop.name)
+    reconstructions: list[str] = []
+    page.on("request", lambda r: reconstructions.append(r.url) if "/reconstruction" in r.url else None)
+    start_fit(page, kodak_wide, steps=100)  # ten progress reports for the live curves
+    expect(page.locator("#job-title")).to_have_text(kodak_wide.name)
     expect(page.locator("#job-step")).to_contain_text("step", timeout=FIT_TIMEOUT_MS)
     wait_succeeded(page)
     page.screenshot(path=screenshots / "image-training.png", full_page=True)
 
-    wait_loaded(page, "#reconstruction", 32)
-    wait_loaded(page, "#experts-overlay", 32)
-    wait_loaded(page, "#original", 32)
-    assert natural_size(page, "#reconstruction") == (32, 32)
-    assert natural_size(page, "#experts-overlay") == (32, 32)
+    wait_loaded(page, "#reconstruction", 48)
+    wait_loaded(page, "#original", 48)
+    assert natural_size(page, "#reconstruction") == (48, 32)
+    # The reconstruction is shown clean, the expert map beside it, every panel 3:2 like the image.
+    assert page.locator(".stage:has(#reconstruction) > *").count() == 1
+    for stage in page.locator(".stage").all():
+        box = stage.bounding_box()
+        assert abs(box["width"] / box["height"] - 1.5) < 0.05, box
+    expect(page.locator("#expert-legend li").first).to_contain_text("expert")
+    assert abs(sum(shares_in_legend(page)) - 100) < 0.5
+    assert page.eval_on_selector("#expert-map", "c => [c.width, c.height]") == [48, 32]
     expect(page.locator("#error-scale")).to_contain_text("yellow")
-    assert page.eval_on_selector("#error-map", "c => [c.width, c.height]") == [32, 32]
-    expect(page.locator("#job-metrics")).to_contain_text("psnr")
+    expect(page.locator("#job-metrics")).to_contain_text("PSNR")
+    expect(page.locator("#job-metrics")).to_contain_text("dB ↑ higher is better")
 
-    page.fill("#overlay-opacity", "80")
-    expect(page.locator("#experts-overlay")).to_have_css("opacity", "0.8")
-    with page.expect_request(re.compile(r"/reconstruction\?width=64&height=64")):
+    with page.expect_request(re.compile(r"/reconstruction\?width=96&height=64$")):
         page.select_option("#zoom", "2")
-    wait_loaded(page, "#reconstruction", 64)
-    wait_loaded(page, "#experts-overlay", 64)
-    expect(page.locator("#reconstruction-size")).to_have_text("(64 × 64 px; scroll to pan)")
+    wait_loaded(page, "#reconstruction", 96)
+    expect(page.locator("#reconstruction-size")).to_have_text("(96 × 64 px, 2×; drag to pan)")
+    assert page.eval_on_selector("#expert-map", "c => [c.width, c.height]") == [96, 64]
+    centred = "s => Math.abs(s.scrollLeft - (s.scrollWidth - s.clientWidth) / 2) <= 1"
+    assert page.eval_on_selector(".stage:has(#reconstruction)", centred)
     page.screenshot(path=screenshots / "image-result.png", full_page=True)
 
-    page.set_viewport_size({"width": 390, "height": 844})
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "wider than a phone"
-    page.screenshot(path=screenshots / "image-phone.png", full_page=True)
+    # Dragged, every panel pans together.
+    box = page.locator(".stage:has(#reconstruction)").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2, steps=4)
+    page.mouse.up()
+    scrolled = page.eval_on_selector_all(".stage", "stages => stages.map(s => s.scrollLeft)")
+    assert len(set(scrolled)) == 1 and scrolled[0] < page.eval_on_selector(
+        ".stage", "s => (s.scrollWidth - s.clientWidth) / 2"), scrolled
+
+    # Downloads at the size shown: the API's reconstruction, the expert map as the page shows it.
+    name, _ = downloaded(page, "#download-reconstruction")
+    assert name == "kodim19-48x32-reconstruction-96x64.png"
+    same_as_the_api(page, "#download-reconstruction")
+    name, data = downloaded(page, "#download-expert-map")
+    assert name == "kodim19-48x32-experts-96x64.png"
+    with Image.open(io.BytesIO(data)) as expert_map:
+        assert expert_map.size == (96, 64)
+        counts = sorted((n for n, _ in expert_map.convert("RGB").getcolors()), reverse=True)
+    map_shares = [round(100 * n / (96 * 64), 1) for n in counts if n / (96 * 64) >= 0.01]
+    assert shares_in_legend(page)[:len(map_shares)] == map_shares
+
+    # A zoom given up before it arrives is aborted, and 1x comes back from memory.
+    held: list[Route] = []
+    page.route(re.compile(r"/reconstruction\?width=384&height=256$"), lambda route: held.append(route))
+    with page.expect_event("requestfailed", lambda r: "/reconstruction?width=384" in r.url):
+        page.select_option("#zoom", "8")
+        expect(page.locator("#zoom-status")).to_contain_text("8× (384 × 256 px)")
+        expect(page.locator(".images")).to_have_attribute("aria-busy", "true")
+        page.screenshot(path=screenshots / "image-zoom-loading.png", full_page=True)
+        page.select_option("#zoom", "1")
+    assert held, "the 8x render was never asked for"
+    expect(page.locator("#reconstruction-size")).to_have_text("(48 × 32 px)")
+    assert len([url for url in reconstructions if url.endswith("/reconstruction")]) == 1
+
+    on_a_phone(page, screenshots / "image-phone.png")
 
     # Another tab, opened on the job's link: the upload comes from the API there.
     job_id = page.locator("#jobs-list li.selected").get_attribute("data-id")
     other = page.context.new_page()
     with other.expect_request(re.compile(rf"/v1/jobs/{job_id}/input$")):
         other.goto(f"/#job={job_id}")
-    wait_loaded(other, "#reconstruction", 32)
-    wait_loaded(other, "#original", 32)
+    wait_loaded(other, "#reconstruction", 48)
+    wait_loaded(other, "#original", 48)
     expect(other.locator("#error-scale")).to_contain_text("yellow")
     other.screenshot(path=screenshots / "image-linked.png", full_page=True)
 
 
-def test_audio_fit_shows_waveforms_segments_and_players(
+def test_audio_fit_shows_waveforms_shares_players_and_downloads(
     page: Page, bach: Path, screenshots: Path
 ) -> None:
     start_fit(page, bach)
     wait_succeeded(page)
     expect(page.locator("#expert-legend li").first).to_contain_text("expert")
+    assert abs(sum(shares_in_legend(page)) - 100) < 0.5
     expect(page.locator("#audio-reconstruction")).to_have_attribute("src", re.compile("^blob:"))
     expect(page.locator("#audio-original")).to_have_attribute("src", re.compile("^blob:"))
     # Both waveforms are drawn: the canvases hold more than their blank background.
@@ -82,43 +157,85 @@ def test_audio_fit_shows_waveforms_segments_and_players(
         )
     page.screenshot(path=screenshots / "audio-result.png", full_page=True)
 
+    assert same_as_the_api(page, "#download-reconstruction")[:4] == b"RIFF"
+    experts = json.loads(same_as_the_api(page, "#download-experts"))
+    assert set(experts) >= {"expert_ids", "segments"}
+    assert same_as_the_api(page, "#download-plot")[:4] == b"\x89PNG"
+    on_a_phone(page, screenshots / "audio-phone.png")
 
-def test_mesh_fit_shows_3d_viewer_and_downloads(page: Page, spot: Path, screenshots: Path) -> None:
+
+def test_mesh_fit_shows_3d_viewer_legend_warning_and_downloads(
+    page: Page, spot: Path, screenshots: Path
+) -> None:
     start_fit(page, spot)
     wait_succeeded(page)
+    expect(page.locator("#job-meta")).to_contain_text("3D shape")
     expect(page.locator("#viewer-status")).to_contain_text("vertices", timeout=60_000)
     expect(page.locator("#viewer canvas")).to_be_visible()
+    expect(page.locator("#viewer")).to_have_attribute("role", "application")
+    expect(page.locator("#mesh-legend li").first).to_contain_text("expert")
     expect(page.locator("#download-glb")).to_have_attribute("href", re.compile("format=glb"))
+    # A 10-step fit is a poor shape or not; the page says so exactly when the IoU says so.
+    job_id = page.locator("#jobs-list li.selected").get_attribute("data-id")
+    iou = page.request.get(f"/v1/jobs/{job_id}/metrics").json()["iou"]
+    warning = page.locator("#job-warning")
+    if iou < 0.5:
+        expect(warning).to_contain_text("The shape was not recovered")
+    else:
+        expect(warning).to_be_hidden()
     page.screenshot(path=screenshots / "mesh-experts.png", full_page=True)
     page.uncheck("#mesh-experts")
+    expect(page.locator("#mesh-legend")).to_be_hidden()
     page.screenshot(path=screenshots / "mesh-plain.png", full_page=True)
 
     with page.expect_request(re.compile(r"/mesh\?resolution=32&format=ply")):
         page.select_option("#mesh-resolution", "32")
     expect(page.locator("#viewer-status")).to_contain_text("at 32³", timeout=60_000)
-    with page.expect_download() as download:
-        page.click("#download-glb")
-    assert download.value.suggested_filename == "spot-32.glb"
-    assert Path(download.value.path()).read_bytes()[:4] == b"glTF"
+    name, data = downloaded(page, "#download-glb")
+    assert name == "spot-32.glb"
+    assert data[:4] == b"glTF"
+    assert same_as_the_api(page, "#download-ply")[:3] == b"ply"
+    on_a_phone(page, screenshots / "mesh-phone.png")
 
 
-def test_form_is_labelled_and_keyboard_usable(page: Page, screenshots: Path) -> None:
+def test_form_is_labelled_explained_and_keyboard_usable(page: Page, screenshots: Path) -> None:
     page.goto("/")
     for label in ("Drop a file here", "Preset", "Steps", "Model", "Experts", "Activation",
                   "Paper protocol"):
-        expect(page.get_by_label(label)).to_be_visible()
+        field = page.get_by_label(label)
+        expect(field).to_be_visible()
+        if label != "Drop a file here":  # every choice has its one line of help
+            help_id = field.get_attribute("aria-describedby")
+            expect(page.locator(f"#{help_id}")).not_to_be_empty()
+    expect(page.locator("#activation-hint")).to_contain_text("FINER")
+    expect(page.get_by_role("link", name="API docs")).to_have_attribute("href", "/docs")
     focused = []
-    for _ in range(10):
+    for _ in range(11):
         page.keyboard.press("Tab")
         focused.append(page.evaluate("document.activeElement.id"))
-    assert focused == ["api-key", "use-key", "file", "preset", "steps", "model", "experts",
-                       "activation", "protocol", "submit"]
+    # A skip link first, the form next; the API key, rarely needed, comes after the job list.
+    assert focused == ["skip-link", "docs-link", "file", "preset", "steps", "model", "experts", "activation",
+                       "protocol", "submit", "jobs-refresh"]
     page.focus("#submit")
     page.keyboard.press("Enter")
     expect(page.locator("#form-error")).to_have_text("Choose a file to fit first.")
-    page.set_viewport_size({"width": 390, "height": 844})
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "wider than a phone"
-    page.screenshot(path=screenshots / "form-phone.png", full_page=True)
+
+    # What the form cannot send is refused here, naming the field, and nothing is uploaded.
+    uploads: list[str] = []
+    page.on("request", lambda r: uploads.append(r.url) if r.method == "POST" else None)
+    page.set_input_files("#file", {"name": "a.png", "mimeType": "image/png", "buffer": b"png"})
+    for field, value, message in (("#steps", "abc", "Steps must be a whole number of 1 or more"),
+                                  ("#experts", "40", "Experts must be a whole number from 2 to 32")):
+        page.fill(field, value)
+        page.click("#submit")
+        expect(page.locator("#form-error")).to_contain_text(message)
+        expect(page.locator(field)).to_have_attribute("aria-invalid", "")
+        expect(page.locator(field)).to_be_focused()
+        page.fill(field, "")
+    assert uploads == []
+    page.fill("#steps", "abc")
+    page.click("#submit")
+    on_a_phone(page, screenshots / "form-phone.png")
 
 
 def test_garbage_upload_shows_the_api_error(
