@@ -11,10 +11,11 @@ install: $(STAMP)
 # npm ci: three.js (the web page's 3D viewer) and Swagger UI (/docs), exactly as
 # web/package-lock.json pins them; --ignore-scripts: no package's install script runs (one of
 # Swagger UI's dependencies would phone home).
-$(STAMP): pyproject.toml web/package-lock.json
+$(STAMP): pyproject.toml client/pyproject.toml web/package-lock.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e './client[mesh,audio]'
 	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -31,5 +32,5 @@ bench: install
 	$(PY) -m bench $(ARGS)
 
 lint: install
-	$(PY) -m ruff check model api worker bench tests
+	$(PY) -m ruff check model api worker bench tests client
 	$(PY) -m mypy model

@@ -12,8 +12,21 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ColumnElement, DateTime, Dialect, String, func, select, update
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 
@@ -85,6 +98,46 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Loaded with the job (selectin): routes read jobs detached from their session (api.deps).
+    deliveries: Mapped[list[WebhookDelivery]] = relationship(
+        lazy="selectin", order_by="WebhookDelivery.created_at", viewonly=True)
+
+
+class Delivery(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    """Given up: refused or unanswered for NEXP_WEBHOOK_RETRY_FOR_S."""
+
+
+WEBHOOK_EVENTS = ("start", "progress", "completed")
+
+
+class WebhookDelivery(Base):
+    """A webhook event a job's receiver is owed, and how sending it went (worker.webhooks).
+
+    Written in the same transaction as the change it reports, so a crash never loses one; the
+    API processes send them (api.webhooks), so a slow receiver never holds up a fit.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    """The Standard Webhooks message id (`webhook-id`), the same on every retry."""
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id"), index=True)
+    event: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=Delivery.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    body: Mapped[str | None] = mapped_column(Text)
+    """The job as first sent: every retry sends the same bytes."""
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    leased_until: Mapped[datetime | None]
+    """An API process is sending it until then; past it, another may."""
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
 
 
 def new_job_id() -> str:
@@ -181,18 +234,36 @@ def deleting(session: Session) -> list[str]:
 
 
 def delete(session: Session, job_id: str) -> None:
+    session.query(WebhookDelivery).filter(WebhookDelivery.job_id == job_id).delete()
     session.query(Job).filter(Job.id == job_id).delete()
     session.commit()
 
 
-def _update(session: Session, job_id: str, *where: ColumnElement[bool], **values: Any) -> bool:
-    """UPDATE one job if it still matches `where`; True when it did."""
+def _update(session: Session, job_id: str, *where: ColumnElement[bool],
+            webhook_event: str | None = None, **values: Any) -> bool:
+    """UPDATE one job if it still matches `where`; True when it did. A change that is a webhook
+    event owes the job's receiver a delivery, recorded in the same transaction."""
     result = session.execute(
         update(Job).where(Job.id == job_id, *where).values(updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
+    changed = bool(result.rowcount)  # type: ignore[attr-defined]
+    if changed and webhook_event is not None:
+        owe_webhook(session, job_id, webhook_event)
     session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return changed
+
+
+def owe_webhook(session: Session, job_id: str, event: str) -> None:
+    """Record a delivery of `event` if the job's webhook asked for it (uncommitted)."""
+    options = session.scalar(select(Job.options).where(Job.id == job_id)) or {}
+    if not options.get("webhook") or event not in options.get("webhook_events", ()):
+        return
+    if event == "progress" and session.scalar(select(WebhookDelivery.id).where(
+            WebhookDelivery.job_id == job_id, WebhookDelivery.event == event,
+            WebhookDelivery.attempts == 0, WebhookDelivery.status == Delivery.PENDING)):
+        return  # the one not yet sent carries the latest progress: its body is made at sending
+    session.add(WebhookDelivery(id=f"msg_{uuid.uuid4().hex}", job_id=job_id, event=event))
 
 
 def start_attempt(session: Session, job_id: str, worker: str, attempts_seen: int) -> bool:
@@ -201,19 +272,24 @@ def start_attempt(session: Session, job_id: str, worker: str, attempts_seen: int
     return _update(
         session, job_id, Job.attempts == attempts_seen,
         Job.status.in_([Status.QUEUED, Status.RUNNING]),
+        webhook_event="start" if attempts_seen == 0 else None,  # a redelivery is no new start
         status=Status.RUNNING, attempts=attempts_seen + 1, worker=worker, heartbeat_at=now,
         started_at=func.coalesce(Job.started_at, now),
     )
 
 
 def beat(
-    session: Session, job_id: str, worker: str, progress: dict[str, Any] | None
+    session: Session, job_id: str, worker: str, progress: dict[str, Any] | None,
+    progress_event: bool = False,
 ) -> bool | None:
-    """A running attempt's heartbeat (and progress): its cancel flag, None if no longer its job."""
+    """A running attempt's heartbeat (and progress, announced to its webhook when
+    `progress_event`): its cancel flag, None if no longer its job."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
         values["progress"] = progress
-    if not _update(session, job_id, Job.worker == worker, Job.status == Status.RUNNING, **values):
+    event = "progress" if progress is not None and progress_event else None
+    if not _update(session, job_id, Job.worker == worker, Job.status == Status.RUNNING,
+                   webhook_event=event, **values):
         return None
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
@@ -225,14 +301,15 @@ def finish(session: Session, job_id: str, status: Status, worker: str | None = N
     where = [Job.status.not_in(TERMINAL)]
     if worker is not None:
         where.append(Job.worker == worker)
-    return _update(session, job_id, *where, status=status, finished_at=utcnow(), **values)
+    return _update(session, job_id, *where, webhook_event="completed", status=status,
+                   finished_at=utcnow(), **values)
 
 
 def request_cancel(session: Session, job_id: str) -> None:
     """A queued job is canceled at once; a running one is flagged for its worker to stop."""
     now = utcnow()
-    if not _update(session, job_id, Job.status == Status.QUEUED, status=Status.CANCELED,
-                   finished_at=now, cancel_requested=True):
+    if not _update(session, job_id, Job.status == Status.QUEUED, webhook_event="completed",
+                   status=Status.CANCELED, finished_at=now, cancel_requested=True):
         _update(session, job_id, Job.status == Status.RUNNING, cancel_requested=True)
 
 

@@ -34,15 +34,17 @@ from api.errors import (
     QueueFull,
     QuotaExceeded,
     StorageUnavailable,
+    WebhookNotAllowed,
     problems,
 )
 from api.schemas import JobCreate, JobPublic, JobsPublic, job_public
 from api.services import Services
 from api.uploads import Spooled, spool, validate
-from worker import jobs, logs
+from worker import jobs, logs, webhooks
 from worker.celery_app import publish_fit
 from worker.jobs import Job, Status
 from worker.quotas import OverQuota, QueueTooDeep, Quotas
+from worker.settings import Settings
 from worker.storage import Storage, failure_reason, input_key, job_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -79,9 +81,10 @@ def create_job(
         stored_key = scoped(idempotency_key, owner)
         job = jobs.by_idempotency_key(session, stored_key) if stored_key else None
         if job is None:  # a replay costs no quota: its job exists already
+            check_webhook(options, settings)
             admit(quotas, session, owner, upload)
-            kind = validate(upload, options, settings)
-            job = submit(upload, kind, options, stored_key, fingerprint, owner, session,
+            kind, suffix = validate(upload, options, settings)
+            job = submit(upload, kind, suffix, options, stored_key, fingerprint, owner, session,
                          storage, celery)
     finally:
         upload.remove()
@@ -91,6 +94,18 @@ def create_job(
     response.headers["Location"] = f"{router.prefix}/{job.id}"
     response.headers["Retry-After"] = str(POLL_AFTER_S)
     return job_public(job)
+
+
+def check_webhook(options: JobCreate, settings: Settings) -> None:
+    """Refuse a webhook the service could not sign or may not send to, before anything is kept."""
+    if options.webhook is None:
+        return
+    if not settings.webhook_secret:
+        raise WebhookNotAllowed("this service sends no webhooks: it has no NEXP_WEBHOOK_SECRET")
+    try:
+        webhooks.resolve(options.webhook, settings.webhook_allow_private)
+    except webhooks.WebhookNotAllowed as e:
+        raise WebhookNotAllowed(str(e)) from e
 
 
 def scoped(idempotency_key: str | None, owner: str | None) -> str | None:
@@ -115,14 +130,14 @@ def admit(quotas: Quotas, session: Session, owner: str | None, upload: Spooled) 
                                 headers={"Retry-After": "30"}) from e
 
 
-def submit(upload: Spooled, kind: str, options: JobCreate, idempotency_key: str | None,
+def submit(upload: Spooled, kind: str, suffix: str, options: JobCreate, idempotency_key: str | None,
            fingerprint: str, owner: str | None, session: Session, storage: Storage,
            celery: Celery) -> Job:
     """Store the input, record the job, queue it: all three, or (on a failure) none."""
     job_id = jobs.new_job_id()
     logs.bind_job(job_id)
     job = Job(id=job_id, kind=kind, status=Status.QUEUED, filename=upload.filename,
-              input_key=input_key(job_id, upload.path.suffix), options=options.model_dump(),
+              input_key=input_key(job_id, suffix), options=options.model_dump(),
               idempotency_key=idempotency_key, request_hash=fingerprint, owner=owner,
               stored_bytes=upload.path.stat().st_size)
     try:
