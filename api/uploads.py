@@ -19,8 +19,9 @@ from fastapi import UploadFile
 
 from api.errors import ContentTypeMismatch, InvalidOption, InvalidUpload, OverLimit
 from api.schemas import JobCreate
+from model.fit import FitOptions
 from model.presets import model_config, preset
-from model.signals import Signal, SignalError, kind_of
+from model.signals import Signal, SignalError, identify
 from worker.settings import Settings
 
 COPY_CHUNK = 1 << 20
@@ -80,10 +81,11 @@ def spool(file: UploadFile, scratch: Path) -> Spooled:
     return Spooled(path, filename, file.content_type or "", digest.hexdigest())
 
 
-def validate(upload: Spooled, options: JobCreate, settings: Settings) -> str:
-    """The upload's kind, once its content and the options are known to be usable."""
+def validate(upload: Spooled, options: JobCreate, settings: Settings) -> tuple[str, str]:
+    """The upload's kind and the suffix its content goes by (the stored input's, whatever the
+    client named it), once its content and the options are known to be usable."""
     try:
-        kind = kind_of(upload.path)
+        kind, suffix = identify(upload.path)
         check_declared_type(upload, kind.name)
         signal = kind.load(upload.path, protocol=options.protocol, **settings.loader_options(kind.name))
     except SignalError as e:
@@ -92,7 +94,7 @@ def validate(upload: Spooled, options: JobCreate, settings: Settings) -> str:
         detail = e.detail.replace(str(upload.path), upload.path.name)
         raise InvalidUpload(detail, status=status, code=e.code, title=SIGNAL_TITLES[status]) from e
     check_options(options, signal, settings)
-    return kind.name
+    return kind.name, suffix
 
 
 def check_declared_type(upload: Spooled, kind: str) -> None:
@@ -110,9 +112,14 @@ def check_options(options: JobCreate, signal: Signal, settings: Settings) -> Non
     if options.steps is not None and options.steps > settings.max_steps:
         raise OverLimit(f"steps={options.steps} is over the cap of {settings.max_steps} "
                         "(NEXP_MAX_STEPS)")
+    if options.time_budget_s is not None and options.time_budget_s > settings.time_limit_s:
+        raise InvalidOption(f"time_budget_s={options.time_budget_s:g} is over the service's time "
+                            f"limit of {settings.time_limit_s} s (NEXP_TIME_LIMIT_S)")
     try:
+        fit_options = FitOptions(**options.fit_options())
         preset(options.preset)
-        model_config(options.model, signal.task, signal.in_dim, signal.out_dim,
-                     options.activation, options.experts)
+        config = model_config(options.model, signal.task, signal.in_dim, signal.out_dim,
+                              options.activation, options.experts)
+        fit_options.check_for(signal, config)
     except ValueError as e:
         raise InvalidOption(str(e)) from e

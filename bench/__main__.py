@@ -11,39 +11,42 @@ from pathlib import Path
 
 import torch
 
-from bench import audio, fast, quality, sdf, soak, speed
+from bench import audio, fast, quality, sdf, soak, sparse, speed
+from bench.data import bench_data
 from bench.report import RESULTS_DIR, Section, save
 from model.signals import load_signal
 from model.signals.image import ImageSignal
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPEED_IMAGE = "kodim19"  # the paper's ablation image
 
 
 def _speed(args: argparse.Namespace) -> Section:
-    signal = load_signal(DATA / "images" / "kodak" / f"{SPEED_IMAGE}.png", protocol="paper")
+    signal = load_signal(bench_data("images", "kodak", f"{SPEED_IMAGE}.png"), protocol="paper")
     assert isinstance(signal, ImageSignal)
     return speed.run(args, signal)
 
 
-def _fresh_cache(run: Callable[[argparse.Namespace, Path, Path], Section], folder: Path
+def _fresh_cache(run: Callable[[argparse.Namespace, Path, Path], Section], *folder: str
                  ) -> Callable[[argparse.Namespace], Section]:
     """Each section starts with an empty manager-pretraining cache, so the first Neural Experts
-    fit's time includes its pretraining, as a first fit of a new shape would."""
+    fit's time includes its pretraining, as a first fit of a new shape would. `folder`, the
+    section's part of the data set, is looked up when the section runs, not at import (--help and
+    the other sections need none of it)."""
 
     def section(args: argparse.Namespace) -> Section:
         with tempfile.TemporaryDirectory(prefix="bench-pretrain-") as cache:
-            return run(args, folder, Path(cache))
+            return run(args, bench_data(*folder), Path(cache))
 
     return section
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], Section]] = {
     "speed": _speed,
-    "quality": _fresh_cache(quality.run, DATA / "images" / "kodak"),
-    "fast": _fresh_cache(fast.run, DATA / "images" / "kodak"),
-    "audio": _fresh_cache(audio.run, DATA / "audio"),
-    "sdf": _fresh_cache(sdf.run, DATA / "meshes"),
+    "quality": _fresh_cache(quality.run, "images", "kodak"),
+    "fast": _fresh_cache(fast.run, "images", "kodak"),
+    "audio": _fresh_cache(audio.run, "audio"),
+    "sdf": _fresh_cache(sdf.run, "meshes"),
+    "sparse": _fresh_cache(sparse.run, "images", "kodak"),
     "soak": soak.run_soak,
     "load": soak.run_load,
 }

@@ -24,14 +24,15 @@ ROWS_SWEEP = (1024, 2048, 4096, 8192, 16384)
 
 
 def our_step(model: NeuralExperts, signal: Signal, batch: Batch, compile_mode: str | None,
-             rows: int) -> Callable[[], object]:
+             rows: int, top_k: int | None = None) -> Callable[[], object]:
     """One step as model.fit runs it: micro-batched forward + backward, fused Adam; eager (None)
     or compiled ("default"). "reduce-overhead", an experiment that model.fit does not run, replays
-    the compiled forward and backward as CUDA graphs (a 366k-parameter GPU step is launch-bound)."""
+    the compiled forward and backward as CUDA graphs (a 366k-parameter GPU step is launch-bound).
+    `top_k`: sparse training, each point through its top k experts (eager only, as model.fit)."""
     if compile_mode == "reduce-overhead":
         loss_fn = torch.compile(make_loss_fn(model, signal, 0.0, False), mode=compile_mode)
     else:
-        loss_fn = make_loss_fn(model, signal, 0.0, compile_mode is not None)
+        loss_fn = make_loss_fn(model, signal, 0.0, compile_mode is not None, top_k)
     optimizer = make_adam(list(model.parameters()), LR, next(model.parameters()).device)
 
     def step() -> None:

@@ -48,7 +48,7 @@ def finite(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    folder: Path, model: NeuralExperts, config: dict[str, Any], metrics: dict[str, float]
+    folder: Path, model: NeuralExperts, config: dict[str, Any], metrics: dict[str, float | str]
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}

@@ -20,7 +20,16 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from model import checkpoint
-from model.fit import FitCanceled, FitDiverged, FitOptions, fit, resolve_device
+from model.fit import (
+    MAX_SEED,
+    MAX_TARGET_PSNR,
+    MIN_TARGET_PSNR,
+    FitCanceled,
+    FitDiverged,
+    FitOptions,
+    fit,
+    resolve_device,
+)
 from model.fit import Progress as FitProgress
 from model.network import ACTIVATIONS
 from model.presets import MAX_EXPERTS, MODELS, PRESETS, PRESETS_HELP
@@ -54,9 +63,15 @@ def fit_command(
     activation: Annotated[ActivationName, typer.Option()] = ActivationName["sine"],  # type: ignore[valid-type]
     protocol: Annotated[Protocol | None,  # type: ignore[valid-type]
         typer.Option(help="paper: Lanczos /4 + 128x128 crop.")] = None,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     compile: Annotated[bool, typer.Option(help="torch.compile the training step.")] = False,
+    top_k: Annotated[int | None, typer.Option(min=1, max=MAX_EXPERTS,
+        help="Train each point on its top-k experts only (default: all K, the paper's loss).")] = None,
+    time_budget: Annotated[float | None, typer.Option(min=0.0,
+        help="Seconds the fit may take; its schedule is laid over them.")] = None,
+    target_psnr: Annotated[float | None, typer.Option(min=MIN_TARGET_PSNR, max=MAX_TARGET_PSNR,
+        help="dB (images, audio): stop once the fit reaches it.")] = None,
     cache_dir: Annotated[Path, typer.Option(help="Pretrained-manager cache.")] = DEFAULT_CACHE,
 ) -> None:
     """Fit a Neural Experts model (or a baseline) to INPUT and write it to --out."""
@@ -65,6 +80,7 @@ def fit_command(
         options = FitOptions(
             preset=preset.value, steps=steps, lr=lr, model=model.value, experts=experts,
             activation=activation.value, seed=seed, device=str(resolve_device(device)), compile=compile,
+            top_k=top_k, time_budget_s=time_budget, target_psnr=target_psnr,
         )
         signal = load_signal(input, protocol=protocol.value if protocol else None, device=options.device)
         with _progress_bar() as report:
@@ -73,10 +89,11 @@ def fit_command(
         fail(str(e))
     except FitCanceled as e:  # pragma: no cover - only a caller-supplied check cancels
         fail(str(e))
-    checkpoint.save_checkpoint(out, result.model, result.config, result.metrics)
+    checkpoint.save_checkpoint(out, result.model, result.config, result.record)
     written = kinds()[signal.kind].write_outputs(result.model, result.config["signal"], out)
     shown = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
-    typer.echo(f"{signal.kind}: {shown} ({result.config['parameters']:,} parameters)")
+    typer.echo(f"{signal.kind}: {shown} ({result.config['parameters']:,} parameters; "
+               f"stopped by {result.stop_reason})")
     typer.echo(f"wrote {out / checkpoint.WEIGHTS}, {', '.join(p.name for p in written)}")
 
 

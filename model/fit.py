@@ -1,4 +1,4 @@
-"""The fit loop: pretrained manager -> all parameters -> experts only (method.md, "Training").
+"""The fit loop: pretrained manager -> all parameters -> experts only (docs/method.md#schedule).
 
 `fit` takes a loaded Signal and plain options and returns the trained model with its metrics.
 It reports progress through a callback and checks a cancellation flag between steps, so the
@@ -12,19 +12,35 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from model.network import NeuralExperts, count_parameters, train_rows
+from model.network import ModelConfig, NeuralExperts, count_parameters, train_rows
 from model.presets import FitPreset, model_config, preset
 from model.pretrain import pretrained_model
+from model.signals import kinds
 from model.signals.base import Batch, Signal
+from model.signals.image import psnr
 
 COMPILE_MIN_STEPS = 2000
 """`FitOptions.compile=None` compiles fits of at least this many steps: a cold compile of the
 step (and its stage-2 variant) cost more than the ~20% it saves per step on shorter fits here."""
+
+SPARSE_BALANCE_WEIGHT = 0.01
+"""Weight of the load-balancing term (`balance_loss`) in sparse training when the schedule sets
+none: an expert outside every point's top k gets no reconstruction gradient, so without it the
+manager can starve experts for good. The Switch Transformer's own weight (Fedus et al. 2021,
+sec. 2.2), not tuned here: the `sparse` bench's fits report the experts in use."""
+
+TARGET_METRICS: dict[str, Callable[[float], float]] = {
+    "psnr": lambda psnr_db: psnr_db,  # images: PSNR on [0, 1] already
+    "mse": lambda mse: psnr(mse, peak=1.0),  # audio: the waveform is normalised to peak 1
+}
+"""PSNR (dB) from a kind's progress metric, for the kinds a `target_psnr` applies to."""
+
+StopReason = Literal["steps", "budget", "target"]
 
 LossFn = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor, Tensor | None]]
 
@@ -47,6 +63,10 @@ class Progress:
     stage: str  # "pretrain" | "fit" | "experts"
 
 
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; databases store signed 64-bit integers
+MIN_TARGET_PSNR, MAX_TARGET_PSNR = 1.0, 200.0  # float32 fits top out near 100 dB; 200 is no target
+
+
 @dataclass(frozen=True)
 class FitOptions:
     """What a user chooses for one fit (the CLI's and the API's fit options)."""
@@ -61,7 +81,45 @@ class FitOptions:
     device: str = "auto"
     compile: bool | None = None
     """torch.compile the training step: True, False, or None to decide from the schedule's length
-    (a compile costs seconds to a minute up front; see COMPILE_MIN_STEPS)."""
+    (a compile costs seconds to a minute up front; see COMPILE_MIN_STEPS). Dense steps only."""
+    top_k: int | None = None
+    """Experts each training point runs (1..K); None or K is the paper's dense loss. At 1 the
+    manager learns from the balance term only (q renormalised over one expert is 1)."""
+    time_budget_s: float | None = None
+    """Seconds the fit may take (pretraining and training); its schedule is laid over them."""
+    target_psnr: float | None = None
+    """dB (images, audio): stop once the progress metric reaches it."""
+
+    def __post_init__(self) -> None:
+        # One set of rules for every caller: the CLI and the API refuse what a fit would trip
+        # over later (an lr of inf diverges at step 1, a 70-bit seed overflows the generator).
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be 1 or more, got {self.steps}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number above 0, got {self.lr}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be 0 to {MAX_SEED} (2^63 - 1), got {self.seed}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be 1 or more, got {self.top_k}")
+        if self.time_budget_s is not None and not (
+            math.isfinite(self.time_budget_s) and self.time_budget_s > 0
+        ):
+            raise ValueError(f"time_budget_s must be a finite number above 0, got {self.time_budget_s}")
+        if self.target_psnr is not None and not MIN_TARGET_PSNR <= self.target_psnr <= MAX_TARGET_PSNR:
+            raise ValueError(f"target_psnr must be {MIN_TARGET_PSNR:g} to {MAX_TARGET_PSNR:g} dB, "
+                             f"got {self.target_psnr}")
+
+    def check_for(self, signal: Signal, config: ModelConfig) -> None:
+        """What the options alone cannot tell: top_k against this model's K, a target against
+        this signal's metric. ValueError when they do not fit."""
+        if self.top_k is not None and self.top_k > config.n_experts:
+            raise ValueError(f"top_k must be 1 to K = {config.n_experts}, got {self.top_k}")
+        if self.target_psnr is not None and kinds()[signal.kind].metric_name not in TARGET_METRICS:
+            raise ValueError(f"target_psnr applies to image and audio fits, not {signal.kind}")
+
+    def sparse_k(self, config: ModelConfig) -> int | None:
+        """k when training runs each point's top k experts only; None for the dense loss."""
+        return self.top_k if self.top_k is not None and self.top_k < config.n_experts else None
 
     def schedule(self) -> FitPreset:
         return preset(self.preset).with_overrides(self.steps, self.lr)
@@ -74,6 +132,12 @@ class FitResult:
     config: dict[str, Any]
     """config.json: the model config, parameter count, signal meta and fit options."""
     history: list[Progress] = field(default_factory=list)
+    stop_reason: StopReason = "steps"
+
+    @property
+    def record(self) -> dict[str, float | str]:
+        """metrics.json: the metrics, and why the fit stopped."""
+        return {**self.metrics, "stop_reason": self.stop_reason}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -125,6 +189,7 @@ def fit(
     `schedule` replaces the options' preset (with their steps / lr overrides still applied), for
     benchmarks and experiments that need a schedule no preset names.
     """
+    clock_started = time.perf_counter()  # a time budget covers pretraining too
     chosen = options.schedule() if schedule is None else schedule.with_overrides(options.steps, options.lr)
     schedule = chosen.for_task(signal.task)
     if schedule.steps < 1:
@@ -132,8 +197,9 @@ def fit(
     if not schedule.lr > 0:
         raise ValueError(f"lr must be > 0, got {schedule.lr}")
     device = resolve_device(options.device)
-    torch.set_float32_matmul_precision("highest")  # method.md: ~90 dB PSNR needs full fp32, no TF32
+    torch.set_float32_matmul_precision("highest")  # docs/method.md#precision: fp32, no TF32
     model = build_model(signal, options).to(device)
+    options.check_for(signal, model.config)
 
     report = on_progress or (lambda p: None)
     stop = should_stop or (lambda: False)
@@ -150,7 +216,8 @@ def fit(
         check_cancel,
     )
 
-    history = _train(model, signal, schedule, options, report, stop)
+    clock = Clock(schedule.steps, options.steps, options.time_budget_s, clock_started)
+    history, stop_reason = _train(model, signal, schedule, options, clock, report, stop)
     model.eval()
     metrics = signal.evaluate(model)
     config = {
@@ -162,7 +229,71 @@ def fit(
         "signal": signal.meta(),
         "fit": {**asdict(options), "schedule": asdict(schedule)},
     }
-    return FitResult(model, metrics, config, history)
+    return FitResult(model, metrics, config, history, stop_reason)
+
+
+@dataclass
+class Clock:
+    """Where a fit stands in its schedule, in the schedule's steps, and whether it is over.
+
+    With a step cap, a step is a step; with a time budget, the schedule is stretched over the
+    time left once training starts: at half of it the lr has decayed as at half the steps, and
+    the manager's freeze and the experts-only stage fall at their fractions of it. With both,
+    the further of the two clocks leads and the first to run out ends the fit.
+    """
+
+    steps: int
+    """The schedule's length: its lr decay and stage fractions are laid over this many steps."""
+    max_steps: int | None
+    """Stop after this many steps (None: only the budget ends the fit)."""
+    budget_s: float | None
+    started: float
+    """time.perf_counter() when the budget started (before pretraining)."""
+    now: Callable[[], float] = time.perf_counter
+    training_started: float = math.nan
+
+    def __post_init__(self) -> None:
+        if self.max_steps is None and self.budget_s is None:
+            self.max_steps = self.steps  # neither given: the preset's steps
+
+    def start_training(self) -> None:
+        self.training_started = self.now()
+
+    def position(self, done: int) -> float:
+        """Schedule steps elapsed after `done` steps: the further along of steps and time."""
+        by_steps = float(done) if self.max_steps is not None else 0.0
+        return max(by_steps, self.steps * self._time_fraction())
+
+    def stop_reason(self, done: int) -> StopReason | None:
+        if self.max_steps is not None and done >= self.max_steps:
+            return "steps"
+        if self.budget_s is not None and self.now() - self.started >= self.budget_s:
+            return "budget"
+        return None
+
+    def eta_s(self, done: int) -> float:
+        """Seconds left: the budget's remainder, or the steps left at the pace so far."""
+        left = math.inf
+        if self.max_steps is not None:
+            left = (self.now() - self.training_started) / done * (self.max_steps - done)
+        if self.budget_s is not None:
+            left = min(left, max(0.0, self.started + self.budget_s - self.now()))
+        return left
+
+    def total(self, done: int) -> int:
+        """The step count the fit will end at: the cap, or under a budget a projection from the
+        pace so far (0 before the first step)."""
+        if self.budget_s is None or done == 0:
+            return self.max_steps or 0
+        pace = done / (self.now() - self.training_started)
+        projected = done + math.floor(self.eta_s(done) * pace)
+        return projected if self.max_steps is None else min(self.max_steps, projected)
+
+    def _time_fraction(self) -> float:
+        if self.budget_s is None:
+            return 0.0
+        span = self.started + self.budget_s - self.training_started
+        return min(1.0, (self.now() - self.training_started) / span) if span > 0 else 1.0
 
 
 def _train(
@@ -170,60 +301,76 @@ def _train(
     signal: Signal,
     schedule: FitPreset,
     options: FitOptions,
+    clock: Clock,
     report: Callable[[Progress], None],
     should_stop: Callable[[], bool],
-) -> list[Progress]:
+) -> tuple[list[Progress], StopReason]:
     experts, others = model.parameter_groups()
     first_stage = schedule.steps - round(schedule.experts_only_fraction * schedule.steps)
-    if model.manager is None:
-        first_stage = schedule.steps  # a SIREN has nothing to freeze: one stage
+    has_stage_two = model.manager is not None and first_stage < schedule.steps  # SIREN: one stage
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(options.seed)
-    compiled = _should_compile(options, schedule)
+    top_k = options.sparse_k(model.config)
+    compiled = top_k is None and _should_compile(options, schedule)
+    balance_weight = schedule.balance_weight or (SPARSE_BALANCE_WEIGHT if top_k else 0.0)
     rows = train_rows(device)
+    to_psnr = TARGET_METRICS.get(kinds()[signal.kind].metric_name)
 
-    # The manager (and its encoder) may start frozen; it joins at step `frozen + 1`, before stage 2.
+    # The manager (and its encoder) may start frozen; it joins once the schedule reaches
+    # `frozen`, before stage 2.
     routing = model.routing_parameters()
     frozen = min(round(schedule.manager_frozen_fraction * schedule.steps), first_stage)
-    _set_trainable(routing, frozen == 0)
-    loss_fn = make_loss_fn(model, signal, schedule.balance_weight, compiled)
+    manager_frozen = frozen > 0
+    _set_trainable(routing, not manager_frozen)
+    loss_fn = make_loss_fn(model, signal, balance_weight, compiled, top_k)
     history: list[Progress] = []
     optimizer = make_adam(experts + others, schedule.lr, device)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
-    started = time.perf_counter()
     stage = "fit"
-    for step in range(1, schedule.steps + 1):
-        if step == frozen + 1:
+    clock.start_training()
+    done = 0
+    while True:
+        position = clock.position(done)
+        if manager_frozen and position >= frozen:
+            manager_frozen = False
             _set_trainable(routing, True)
-            loss_fn = make_loss_fn(model, signal, schedule.balance_weight, compiled)
-        if step == first_stage + 1:
+            loss_fn = make_loss_fn(model, signal, balance_weight, compiled, top_k)
+        if has_stage_two and stage == "fit" and position >= first_stage:
             # Stage 2: freeze encoders + manager, train the experts alone with a fresh Adam state,
-            # continuing the decayed learning rate (method.md).
+            # continuing the decayed learning rate (docs/method.md#schedule).
             _set_trainable(others, False)
-            loss_fn = make_loss_fn(model, signal, schedule.balance_weight, compiled)
-            optimizer = make_adam(experts, float(scheduler.get_last_lr()[0]), device)
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=schedule.lr_gamma)
+            loss_fn = make_loss_fn(model, signal, balance_weight, compiled, top_k)
+            optimizer = make_adam(experts, schedule.lr, device)
             stage = "experts"
+        for group in optimizer.param_groups:  # ExponentialLR's decay, at the schedule's position
+            group["lr"] = schedule.lr * schedule.lr_gamma**position
         if should_stop():
-            raise FitCanceled(f"canceled at step {step - 1} of {schedule.steps}")
+            raise FitCanceled(f"canceled at step {done} of {clock.total(done)}")
         batch = signal.batch(gen, schedule.batch_points)
         optimizer.zero_grad(set_to_none=True)
         loss, outputs = accumulate_gradients(loss_fn, batch, rows)
         optimizer.step()
-        scheduler.step()
-        if step % schedule.report_every == 0 or step == schedule.steps:
+        done += 1
+        stop_reason = clock.stop_reason(done)
+        if done % schedule.report_every == 0 or stop_reason is not None:
             # Read the loss back only here: a host sync per step would stall a GPU.
             loss_value = float(loss)
             if not math.isfinite(loss_value):
-                raise FitDiverged(f"loss became {loss_value} at step {step}; try a lower lr")
-            elapsed = time.perf_counter() - started
-            eta = elapsed / step * (schedule.steps - step)
+                raise FitDiverged(f"loss became {loss_value} at step {done}; try a lower lr")
             metric = signal.progress_metric(*outputs, batch)
-            progress = Progress(step, schedule.steps, loss_value, metric, eta, stage)
+            if stop_reason is None and _reached(options.target_psnr, to_psnr, metric):
+                stop_reason = "target"
+            ended = stop_reason is not None
+            progress = Progress(done, done if ended else clock.total(done), loss_value, metric,
+                                0.0 if ended else clock.eta_s(done), stage)
             history.append(progress)
             report(progress)
-    _set_trainable(others, True)
-    return history
+        if stop_reason is not None:
+            _set_trainable(others + routing, True)
+            return history, stop_reason
+
+
+def _reached(target_psnr: float | None, to_psnr: Callable[[float], float] | None, metric: float) -> bool:
+    return target_psnr is not None and to_psnr is not None and to_psnr(metric) >= target_psnr
 
 
 def _set_trainable(params: list[torch.nn.Parameter], trainable: bool) -> None:
@@ -241,16 +388,28 @@ def make_adam(params: list[torch.nn.Parameter], lr: float, device: torch.device)
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=fused)
 
 
-def make_loss_fn(model: NeuralExperts, signal: Signal, balance_weight: float, compiled: bool) -> LossFn:
+def make_loss_fn(
+    model: NeuralExperts, signal: Signal, balance_weight: float, compiled: bool,
+    top_k: int | None = None,
+) -> LossFn:
     """(coords, target, n_surface) -> (loss, values, logits): a step's forward, which `compiled`
     hands to torch.compile together with its backward. Make a new one whenever parameters are
-    frozen or unfrozen: a compiled step is traced for the trainable set it first saw."""
+    frozen or unfrozen: a compiled step is traced for the trainable set it first saw.
+
+    With `top_k`, each point runs only its k most trusted experts (NeuralExperts.forward_top_k):
+    values and logits are then (k, N, C) and (N, k), slot 0 the argmax expert, and the signal's
+    loss is its q-weighted loss over those k experts with q renormalised over them."""
 
     def loss_fn(coords: Tensor, target: Tensor, n_surface: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        values, logits = model(coords)
+        logits: Tensor | None
+        if top_k is None:
+            values, logits = model(coords)
+            every_logit = logits
+        else:
+            values, logits, every_logit = model.forward_top_k(coords, top_k)
         loss = signal.loss(values, logits, Batch(coords, target, n_surface))["loss"]
-        if balance_weight > 0 and logits is not None:
-            loss = loss + balance_weight * balance_loss(logits)
+        if balance_weight > 0 and every_logit is not None:
+            loss = loss + balance_weight * balance_loss(every_logit)
         return loss, values, logits
 
     if not compiled:

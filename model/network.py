@@ -21,7 +21,7 @@ from torch import Tensor, nn
 # --------------------------------------------------------------------------- activations + init
 
 W0 = 30.0  # SIREN's frequency factor (Sitzmann et al. 2020, sec. 3.2), used in every layer.
-SOFTPLUS_BETA = 100.0  # method.md: softplus with beta 100.
+SOFTPLUS_BETA = 100.0  # docs/method.md#activations: softplus with beta 100.
 
 
 def _finer(scaled: Tensor) -> Tensor:
@@ -59,7 +59,7 @@ ACTIVATIONS: dict[str, Activation] = {
 
 
 def init_weight_(weight: Tensor, fan_in: int, first: bool, act: Activation) -> None:
-    """SIREN init (method.md): U(+-1/fan_in) on a coordinate input, U(+-sqrt(6/fan_in)/w0) else."""
+    """SIREN init (docs/method.md#activations): U(+-1/fan_in) on coordinates, U(+-sqrt(6/fan_in)/w0) else."""
     with torch.no_grad():
         if not act.siren_init:
             weight.normal_(0.0, math.sqrt(2.0 / fan_in))  # Kaiming normal (ReLU gain), fan-in
@@ -352,7 +352,7 @@ class NeuralExperts(nn.Module):
         m = self.manager_encoder(x)
         mode = self.config.conditioning
         if mode == "concat":
-            m = torch.cat([m, encoded], dim=-1)  # manager-encoder output first (method.md)
+            m = torch.cat([m, encoded], dim=-1)  # manager-encoder output first (docs/method.md#architecture)
         elif mode == "max":
             m = torch.maximum(m, encoded)
         elif mode == "mean":
@@ -406,36 +406,61 @@ class NeuralExperts(nn.Module):
             ids[start : start + chunk] = chunk_ids
         return values, ids
 
-    def _route(self, encoded: Tensor, ids: Tensor) -> Tensor:
-        """Each row of E(x) (n, W) through its own expert only -> (n, out_dim).
+    def forward_top_k(self, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Sparse path for training: each point through its k most trusted experts only.
 
-        Rows are grouped by expert with one sort and one gather, so every expert runs its GEMMs
-        on a contiguous slice; one scatter puts the results back in the original order.
+        x: (N, in_dim) -> (values (k, N, out_dim), top logits (N, k), logits (N, K)). Slot s of
+        a point holds its s-th most trusted expert (slot 0 is the argmax), so the signals'
+        losses read (values, top logits) as they read the dense (values, logits): the softmax
+        of the top k logits is q renormalised over those k experts.
+        """
+        self._check_coordinates(x)
+        encoded = self.expert_encoder(x)
+        logits = self.manager_logits(x, encoded)
+        top_logits, top_ids = logits.topk(k, dim=-1)
+        values = self._route(encoded, top_ids.T.reshape(-1))  # slot-major: (k * N, out_dim)
+        return values.view(k, x.shape[0], -1), top_logits, logits
+
+    def _route(self, encoded: Tensor, ids: Tensor) -> Tensor:
+        """Rows of E(x) (n, W) through the experts `ids` names -> (len(ids), out_dim).
+
+        `ids` may name several experts per row, slot-major: entry j is row j % n's. Entries are
+        grouped by expert with one sort and one gather, so every expert runs its GEMMs on a
+        contiguous slice; one index_copy puts the results back in order (differentiable, so
+        sparse training routes through here too).
         """
         if self.n_experts == 1:
-            return self._expert_forward(0, encoded)
+            return self._expert_forward(0, encoded, self._unbound_experts())
         order = torch.argsort(ids, stable=True)
         counts = torch.bincount(ids, minlength=self.n_experts).tolist()
-        grouped = encoded[order]
-        out = encoded.new_empty(encoded.shape[0], self.config.out_dim)
-        first = 0
-        for k, count in enumerate(counts):
-            if count:
-                out[order[first : first + count]] = self._expert_forward(
-                    k, grouped[first : first + count]
-                )
-            first += count
-        return out
+        grouped = encoded[order % encoded.shape[0]]
+        experts = self._unbound_experts()
+        parts = [
+            self._expert_forward(k, rows, experts)
+            for k, rows in enumerate(grouped.split(counts))
+            if rows.shape[0]
+        ]
+        out = grouped.new_empty(ids.shape[0], self.config.out_dim)
+        return out.index_copy(0, order, torch.cat(parts))
 
-    def _expert_forward(self, k: int, h: Tensor) -> Tensor:
+    def _unbound_experts(self) -> list[tuple[tuple[Tensor, ...], tuple[Tensor, ...], float]]:
+        """Each layer's (weights, biases) split per expert, and its scale. One unbind per layer,
+        not an index per expert: its backward stacks the K gradients once, where K indexings
+        would each write a zero-padded (K, in, out) gradient (K^2 work)."""
+        layers = [layer for layer in self.experts.layers if isinstance(layer, ExpertsLinear)]
+        return [(layer.weight.unbind(0), layer.bias.unbind(0), layer.scale) for layer in layers]
+
+    def _expert_forward(
+        self, k: int, h: Tensor, experts: list[tuple[tuple[Tensor, ...], tuple[Tensor, ...], float]]
+    ) -> Tensor:
         """Expert k alone on (n, W) rows, through views of the stacked weights (no copy)."""
         mlp = self.experts
-        last = len(mlp.layers) - 1
-        for i, layer in enumerate(mlp.layers):
-            assert isinstance(layer, ExpertsLinear)
-            h = _affine(h, layer.weight[k], layer.bias[k, 0], layer.scale)
+        last = len(experts) - 1
+        for i, (weights, biases, scale) in enumerate(experts):
             if i < last or not mlp.last_linear:
-                h = _activate(h, mlp.act)
+                h = _activated(h, weights[k], biases[k][0], scale, mlp.act)
+            else:
+                h = _affine(h, weights[k], biases[k][0], scale)
         return h
 
     def _check_coordinates(self, x: Tensor) -> None:

@@ -1,6 +1,6 @@
 """Registries of named configurations: model architectures per task, and fit schedules.
 
-Architectures follow method.md's table ("W x 2" = 4 linear layers of width W). A task is the
+Architectures follow docs/method.md#sizes ("W x 2" = 4 linear layers of width W). A task is the
 family of signal a model is built for: image (2 -> 3 or 2 -> 1), audio (1 -> 1), sdf (3 -> 1).
 """
 
@@ -15,7 +15,7 @@ from model.pretrain import PRETRAIN_LR
 # (encoder, expert, manager encoder, manager, K) widths per task for Neural Experts.
 _EXPERTS_WIDTHS: dict[str, tuple[int, int, int, int, int]] = {
     "image": (128, 128, 128, 128, 4),
-    "audio": (128, 128, 128, 128, 4),  # method.md: as the image model (~365k parameters)
+    "audio": (128, 128, 128, 128, 4),  # docs/method.md#sizes: as the image model (~365k parameters)
     "sdf": (512, 64, 128, 128, 8),  # 3D large: 1,285,904 parameters
     "sdf-small": (256, 32, 64, 64, 8),  # 3D small: 323,472 parameters
 }
@@ -69,7 +69,7 @@ def model_config(
 
 @dataclass(frozen=True)
 class FitPreset:
-    """A fit schedule. Every field has a reason; `paper` is method.md's protocol verbatim."""
+    """A fit schedule. Every field has a reason; `paper` is the protocol of docs/method.md#schedule."""
 
     steps: int
     """Optimisation steps (full batch for images/audio, fresh samples per step for SDF)."""
@@ -121,7 +121,8 @@ def for_tasks(tasks: tuple[str, ...], **changes: float) -> tuple[tuple[str, str,
 
 
 PRESETS: dict[str, FitPreset] = {
-    # method.md: Adam lr 1e-5, gamma 0.9999, 30k steps, last 20% experts only, ~3000 pretraining steps.
+    # docs/method.md#schedule: Adam lr 1e-5, gamma 0.9999, 30k steps, last 20% experts only,
+    # ~3000 pretraining steps.
     "paper": FitPreset(
         steps=30_000, lr=1e-5, lr_gamma=0.9999, experts_only_fraction=0.2,
         pretrain="random", pretrain_steps=3000, pretrain_max_points=1 << 30,

@@ -24,8 +24,8 @@ from model.network import CPU_BATCH_ROWS, NeuralExperts, train_rows
 from model.signals.base import Grid
 
 PRETRAIN_MODES = ("random", "grid", "kmeans", "none")
-LABEL_SMOOTHING = 0.01  # method.md: CE with label smoothing 0.01
-BALANCE_WEIGHT = 0.1  # method.md: + 0.1 * BCEWithLogits(logits, 1/K)
+LABEL_SMOOTHING = 0.01  # docs/method.md#losses: CE with label smoothing 0.01
+BALANCE_WEIGHT = 0.1  # docs/method.md#losses: + 0.1 * BCEWithLogits(logits, 1/K)
 PRETRAIN_LR = 1e-4  # Adam; the reference's pretraining rate
 
 
@@ -47,7 +47,7 @@ def grid_labels(mode: str, grid: Grid, k: int, seed: int, values: Tensor | None 
 
 
 def manager_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """1000 * [CE(label smoothing 0.01) + 0.1 * BCEWithLogits(logits, 1/K)] (method.md)."""
+    """1000 * [CE(label smoothing 0.01) + 0.1 * BCEWithLogits(logits, 1/K)] (docs/method.md#losses)."""
     k = logits.shape[-1]
     ce = F.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)
     bce = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 / k))

@@ -35,6 +35,7 @@ from worker import jobs
 from worker.context import Context
 from worker.db import unavailable
 from worker.jobs import Job, Status
+from worker.settings import Settings
 from worker.storage import checkpoint_key, checkpoint_prefix, failure_reason, job_prefix
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ FIT_OPTION_NAMES = frozenset(f.name for f in fields(FitOptions))
 # record its outcome. Past it the task redelivers the job (worker.tasks), which fits it again.
 OUTCOME_RETRY_S = 300.0
 OUTCOME_RETRY_EVERY_S = 1.0
+PROGRESS_EVENT_EVERY_S = 1.0  # the issue: a webhook gets at most one progress event a second
 
 T = TypeVar("T")
 
@@ -154,7 +156,7 @@ def worker_lost(attempts: int) -> dict[str, str]:
     }
 
 
-def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float]:
+def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float | str]:
     settings = ctx.settings
     device = str(resolve_device(settings.device))
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
@@ -170,10 +172,11 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
         )
         options = {k: v for k, v in job.options.items() if k in FIT_OPTION_NAMES}
         result = fit(
-            signal, FitOptions(**options, device=device), on_progress=watchdog.report,
-            should_stop=watchdog.canceled.is_set, cache_dir=settings.pretrain_cache_dir,
+            signal, FitOptions(**default_budget(options, settings), device=device),
+            on_progress=watchdog.report, should_stop=watchdog.canceled.is_set,
+            cache_dir=settings.pretrain_cache_dir,
         )
-        save_checkpoint(folder / "model", result.model, result.config, result.metrics)
+        save_checkpoint(folder / "model", result.model, result.config, result.record)
         for name in (CONFIG, METRICS, WEIGHTS):  # weights last: their presence marks a whole set
             with (folder / "model" / name).open("rb") as f, storing(name):
                 ctx.storage.put(checkpoint_key(job.id, name), f)
@@ -181,7 +184,15 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
                                for name in (CONFIG, METRICS, WEIGHTS))
     # The stored-bytes quota (worker.quotas) counts it from now.
     when_reachable(ctx, lambda session: jobs.add_stored_bytes(session, job.id, checkpoint_bytes))
-    return result.metrics
+    return result.record
+
+
+def default_budget(options: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A job that asks for neither steps nor a budget gets this worker's default budget."""
+    unbounded = options.get("steps") is None and options.get("time_budget_s") is None
+    if unbounded and settings.default_time_budget_s > 0:
+        return {**options, "time_budget_s": settings.default_time_budget_s}
+    return options
 
 
 @contextmanager
@@ -263,6 +274,7 @@ class Watchdog:
         self._unsent: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._progress_event_at = float("-inf")
         # In a copy of the job's context, so the watchdog's log lines carry the job's ids too.
         self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
                                         name=f"watchdog-{job_id}", daemon=True)
@@ -293,9 +305,12 @@ class Watchdog:
         """False when the job should stop: a cancel, or the job is no longer this attempt's."""
         with self._lock:
             unsent, self._unsent = self._unsent, None
+        announce = unsent is not None and time.monotonic() - self._progress_event_at >= PROGRESS_EVENT_EVERY_S
         try:
             with self.ctx.sessions() as session:
-                cancel = jobs.beat(session, self.job_id, self.worker, unsent)
+                cancel = jobs.beat(session, self.job_id, self.worker, unsent, progress_event=announce)
+            if announce:
+                self._progress_event_at = time.monotonic()
         except SQLAlchemyError:
             log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
             return True  # the database is away for a moment: keep training

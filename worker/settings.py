@@ -20,12 +20,19 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
                                       line is a JSON object with request_id and job_id
     NEXP_CACHE_DIR            ""      manager-pretraining cache; empty = $NEXP_DATA_DIR/cache
     NEXP_HOST / PORT          127.0.0.1 / 8000   where `python -m api` listens
+    NEXP_ALLOWED_HOSTS        []      JSON list of more Host names /v1 answers while auth is off
+                                      (a reverse proxy's name); localhost, 127.0.0.1 and [::1]
+                                      are always allowed, and any Host once API keys are on
+    NEXP_CORS_ORIGINS         []      JSON list of origins whose pages may call /v1 (CORS); none
+                                      by default: a foreign page's writes get 403
+    NEXP_BODY_TIMEOUT_S       30      a request body that sends nothing for this long gets 408
     NEXP_MAX_UPLOAD_BYTES     request body cap (413 before anything is spooled)
     NEXP_MAX_IMAGE_PIXELS     decoded image cap (decompression bombs)
     NEXP_MAX_AUDIO_SECONDS    audio duration cap
     NEXP_MAX_SDF_POINTS       point-cloud cap
     NEXP_MAX_STEPS            largest `steps` a job may ask for
-    NEXP_MAX_RENDER_PIXELS    largest width x height of a rendered image
+    NEXP_MAX_RENDER_PIXELS    largest width x height of a rendered image, the input's size included
+                              (default 2048 x 2048: what renders within the time limit below)
     NEXP_MAX_SAMPLE_RATE      largest sample rate of a rendered clip
     NEXP_MAX_MESH_RESOLUTION  largest marching-cubes resolution
     NEXP_MAX_QUERY_POINTS     most coordinates in one POST .../query
@@ -33,6 +40,9 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
                               effort), e.g. {"sdf": {"eval_resolution": 64}}; the caps win
     NEXP_TIME_LIMIT_S         a job's time budget (Celery soft limit: the job fails `time_limit`)
     NEXP_TIME_LIMIT_GRACE_S   hard limit = soft + grace: a child ignoring the soft one is killed
+    NEXP_DEFAULT_TIME_BUDGET_S 300    a fit's time budget when a job sets neither `steps` nor
+                                      `time_budget_s` (0 = none: the preset's steps); set it per
+                                      worker device, e.g. 60 on a GPU worker
     NEXP_MAX_ATTEMPTS         deliveries of one job before it fails `worker_lost` (poison cap)
     NEXP_HEARTBEAT_S          how often a running job writes progress and reads its cancel flag
     NEXP_STALE_AFTER_S        a running job silent this long has lost its worker and is requeued;
@@ -42,6 +52,11 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
                               refuses to start on a machine without that device)
     NEXP_TORCH_THREADS        torch intra-op threads per process (0 = torch's default)
     NEXP_RENDER_THREADS       renders computed at once by one API process
+    NEXP_RENDER_TIMEOUT_S     60      a render's time limit, counted from the request that started it:
+                                      past it the render stops between chunks and answers 503
+                                      `render_timeout`
+    NEXP_RENDERS_PER_KEY      4       render requests one API key may have in progress at once (429
+                                      `too_many_renders` past it; one allowance for all while auth is off)
     NEXP_RENDER_CACHE_BYTES   bytes of rendered outputs kept in memory per API process
     NEXP_MODEL_CACHE_SIZE     loaded checkpoints kept in memory per API process
     NEXP_REQUIRE_KEYS         false   true: /v1 needs an API key even before `nexp keys create` made
@@ -53,6 +68,15 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
     NEXP_RETENTION_S          0       finished jobs and their artifacts are deleted this long after
                                       they end (0 = kept until deleted by hand)
     NEXP_RETENTION_SWEEP_S    300     how often each API process looks for expired jobs
+    NEXP_WEBHOOK_SECRET       ""      signs webhook deliveries (Standard Webhooks): whsec_ + base64 of
+                                      24 to 64 random bytes; empty = jobs may not ask for a webhook
+    NEXP_WEBHOOK_ALLOW_PRIVATE false  true: webhooks may go to loopback and private addresses (one
+                                      machine, tests); otherwise they are refused at create and send
+    NEXP_WEBHOOK_TIMEOUT_S    10      a receiver that has not answered in this long has failed once
+    NEXP_WEBHOOK_RETRY_S      5       first wait before a failed delivery is sent again (doubling)
+    NEXP_WEBHOOK_RETRY_FOR_S  3600    a delivery is given up this long after its event
+    NEXP_WEBHOOK_POLL_S       0.5     how often each API process looks for deliveries that are due
+    NEXP_BENCH_DATA_DIR       ~/.cache/nexp/data  benchmark data (`python -m bench.data fetch` fills it)
 """
 
 from __future__ import annotations
@@ -84,13 +108,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(8000, validation_alias=AliasChoices("PORT", "NEXP_PORT"))
+    allowed_hosts: list[str] = []
+    cors_origins: list[str] = []
+    body_timeout_s: PositiveFloat = 30.0
 
     max_upload_bytes: PositiveInt = 256 * MIB
     max_image_pixels: PositiveInt = 4096 * 4096
     max_audio_seconds: PositiveFloat = 600.0
     max_sdf_points: PositiveInt = 2_000_000
     max_steps: PositiveInt = 100_000
-    max_render_pixels: PositiveInt = 4096 * 4096
+    max_render_pixels: PositiveInt = 2048 * 2048
+    """A render at the cap must end within render_timeout_s on the API's device. A 2-core EPYC
+    renders an image model of the default size (neural-experts, 128 wide, 4 experts) at ~105k
+    pixels/s on one thread, ~150k-190k on two; with render_threads = 2 renders on 2 cores, each
+    gets one core: 60 s x 105k = 6.3M pixels, less a third for PNG encoding and a busy
+    machine. A faster device (or a longer limit) takes a higher cap."""
     max_sample_rate: PositiveInt = 192_000
     max_mesh_resolution: PositiveInt = 512
     max_query_points: PositiveInt = 100_000
@@ -98,6 +130,9 @@ class Settings(BaseSettings):
 
     time_limit_s: PositiveInt = 6 * 3600  # the paper preset on a large image, on a CPU
     time_limit_grace_s: PositiveInt = 60
+    default_time_budget_s: float = Field(300.0, ge=0, allow_inf_nan=False)
+    """5 minutes: a CPU fit of the fast preset on a 128 x 128 image takes ~80 s, on a full-size
+    photo ~15 min; a budget ends every default fit in a time the README states."""
     max_attempts: PositiveInt = 2  # the issue: redelivered once, then failed
     heartbeat_s: PositiveFloat = 1.0
     stale_after_s: PositiveFloat = 60.0
@@ -106,6 +141,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     torch_threads: int = Field(0, ge=0)
     render_threads: PositiveInt = 2
+    render_timeout_s: PositiveFloat = 60.0  # a 4-megapixel photo's native-size render fits in it
+    renders_per_key: PositiveInt = 4  # a page asks for a render and its expert map at once
     render_cache_bytes: int = Field(256 * MIB, ge=0)
     model_cache_size: PositiveInt = 4
 
@@ -116,8 +153,16 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(1000, ge=0)  # jobs waiting hours for a GPU help no one: say so
     retention_s: float = Field(0, ge=0)
     retention_sweep_s: PositiveFloat = 300.0  # deletion within minutes of expiry is soon enough
+    bench_data_dir: Path = Path("~/.cache/nexp/data")
 
-    @field_validator("data_dir", "storage_dir", "cache_dir")
+    webhook_secret: str = Field("", pattern=r"^(whsec_[A-Za-z0-9+/]{32,}={0,2})?$")
+    webhook_allow_private: bool = False
+    webhook_timeout_s: PositiveFloat = 10.0
+    webhook_retry_s: PositiveFloat = 5.0
+    webhook_retry_for_s: PositiveFloat = 3600.0  # the issue: retried for about an hour
+    webhook_poll_s: PositiveFloat = 0.5  # a `completed` event leaves within this of the fit's end
+
+    @field_validator("data_dir", "storage_dir", "cache_dir", "bench_data_dir")
     @classmethod
     def _absolute(cls, path: Path | None) -> Path | None:
         # The API and its worker subprocess must agree on paths whatever their working folders.

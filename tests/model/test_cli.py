@@ -32,9 +32,21 @@ def test_fit_writes_the_checkpoint_metrics_and_previews(fitted: Path) -> None:
             "experts.png"} <= names
     config = json.loads((fitted / "config.json").read_text())
     assert config["parameters"] == 365_968 and config["kind"] == "image"
-    assert set(json.loads((fitted / "metrics.json").read_text())) == {"psnr", "psnr_paper", "ssim"}
+    metrics = json.loads((fitted / "metrics.json").read_text())
+    assert set(metrics) == {"psnr", "psnr_paper", "ssim", "stop_reason"}
+    assert metrics["stop_reason"] == "steps"
     with Image.open(fitted / "reconstruction.png") as img:
         assert img.size == (32, 32)
+
+
+@pytest.mark.parametrize(("option", "why"), [
+    (("--top-k", 5), "top_k must be 1 to K = 4"), (("--time-budget", 0), "time_budget_s must be"),
+    (("--target-psnr", 500), "target-psnr"),
+])
+def test_bad_budget_target_or_top_k_exit_2(kodak_crop: Path, tmp_path: Path,
+                                            option: tuple[str, int], why: str) -> None:
+    run = nexp("fit", kodak_crop, "--out", tmp_path / "fit", *option)
+    assert run.returncode == 2 and why in run.stderr, run.stderr
 
 
 def test_render_at_a_larger_size(fitted: Path, tmp_path: Path) -> None:

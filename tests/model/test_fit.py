@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from model.fit import FitCanceled, FitOptions, Progress, build_model, fit, resolve_device
+from model.fit import (
+    Clock,
+    FitCanceled,
+    FitOptions,
+    Progress,
+    build_model,
+    fit,
+    make_loss_fn,
+    resolve_device,
+)
+from model.network import NeuralExperts
 from model.presets import PRESETS
-from model.signals import load_signal
+from model.signals import Batch, Signal, load_signal
+from tests.utils.signals import SDF_LOAD
 
 
 def test_a_small_fit_of_a_real_photo_learns(kodak_crop: Path, pretrain_cache: Path) -> None:
@@ -124,7 +136,7 @@ def test_bad_fit_options_are_refused(kodak_crop: Path) -> None:
     signal = load_signal(kodak_crop)
     with pytest.raises(ValueError, match="unknown preset"):
         fit(signal, FitOptions(preset="slow"))
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number above 0"):
         fit(signal, FitOptions(lr=-1.0))
     with pytest.raises(ValueError, match="siren has a single decoder"):
         fit(signal, FitOptions(model="siren", experts=4))
@@ -137,3 +149,131 @@ def test_resolving_the_device_leaves_cuda_uninitialised(monkeypatch: pytest.Monk
     assert resolve_device("auto").type in ("cpu", "cuda")
     assert resolve_device("cpu") == torch.device("cpu")
     assert not torch.cuda.is_initialized()
+
+
+# --------------------------------------------------------------------------- sparse training
+
+
+def _image_and_sdf(kodak_crop: Path, spot: Path) -> list[Signal]:
+    return [load_signal(kodak_crop), load_signal(spot, **SDF_LOAD)]
+
+
+def _loss_and_grads(model: NeuralExperts, signal: Signal, batch: Batch, top_k: int | None
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A training step's loss (balance term included) and every parameter's gradient."""
+    model.zero_grad(set_to_none=True)
+    loss, _, _ = make_loss_fn(model, signal, 0.01, False, top_k)(
+        batch.coords, batch.target, batch.n_surface)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def test_sparse_training_with_k_equal_to_K_is_the_dense_loss(kodak_crop: Path, spot: Path) -> None:
+    # The paper's q-weighted loss over all K experts, with the balance term: the sparse path at
+    # k = K must give the same loss and the same gradient on every parameter, for both losses.
+    for signal in _image_and_sdf(kodak_crop, spot):
+        model = build_model(signal, FitOptions(experts=4))
+        batch = signal.batch(torch.Generator().manual_seed(0), 512)
+        dense, dense_grads = _loss_and_grads(model, signal, batch, None)
+        sparse, sparse_grads = _loss_and_grads(model, signal, batch, 4)
+        assert torch.allclose(sparse, dense, rtol=1e-5), signal.kind
+        assert len(sparse_grads) == len(dense_grads) == len(list(model.parameters()))
+        for s, d in zip(sparse_grads, dense_grads, strict=True):
+            # Float32 sums in another order: equal to ~1e-6 of each tensor's largest entry.
+            assert torch.allclose(s, d, rtol=1e-4, atol=1e-5 * float(d.abs().max())), signal.kind
+
+
+def test_sparse_training_runs_each_point_through_its_top_k_experts_only(kodak_crop: Path) -> None:
+    signal = load_signal(kodak_crop)
+    model = build_model(signal, FitOptions(experts=8))
+    x = signal.grid.coords()
+    values, top_logits, logits = model.forward_top_k(x, 2)
+    dense, _ = model(x)
+    top, ids = logits.topk(2, dim=-1)
+    assert torch.equal(top_logits, top) and torch.equal(ids[:, 0], logits.argmax(-1))
+    expected = dense.gather(0, ids.T[..., None].expand(-1, -1, dense.shape[-1]))
+    assert torch.allclose(values, expected, atol=1e-6)
+    # Only the chosen experts get a gradient; an expert no point ranks in its top 2 gets zeros.
+    values.sum().backward()
+    grad = model.experts.layers[0].weight.grad
+    assert grad is not None
+    chosen = set(ids.unique().tolist())
+    for k in range(8):
+        assert bool(grad[k].any()) == (k in chosen), k
+
+
+@pytest.mark.parametrize("kind", ["image", "audio", "sdf"])
+def test_a_sparse_fit_learns_every_kind(kind: str, kodak_crop: Path, bach: Path, spot: Path,
+                                        pretrain_cache: Path) -> None:
+    signal = {"image": lambda: load_signal(kodak_crop), "audio": lambda: load_signal(bach),
+              "sdf": lambda: load_signal(spot, **SDF_LOAD)}[kind]()
+    reports: list[Progress] = []
+    result = fit(signal, FitOptions(steps=20, top_k=1), reports.append, cache_dir=pretrain_cache)
+    losses = [r.loss for r in reports if r.step]
+    assert losses[-1] < losses[0], losses
+    assert result.config["fit"]["top_k"] == 1
+
+
+def test_top_k_is_checked_against_the_model(kodak_crop: Path) -> None:
+    signal = load_signal(kodak_crop)
+    with pytest.raises(ValueError, match="top_k must be 1 to K = 4"):
+        fit(signal, FitOptions(top_k=5))
+    with pytest.raises(ValueError, match="top_k must be 1 or more"):
+        FitOptions(top_k=0)
+
+
+# --------------------------------------------------------------------------- fits by budget
+
+
+def test_a_budgeted_fit_stops_at_its_budget(kodak_crop: Path, pretrain_cache: Path) -> None:
+    signal = load_signal(kodak_crop)
+    fit(signal, FitOptions(steps=1), cache_dir=pretrain_cache)  # pretraining from the cache
+    reports: list[Progress] = []
+    started = time.perf_counter()
+    result = fit(signal, FitOptions(time_budget_s=2.5), reports.append, cache_dir=pretrain_cache)
+    training = [r for r in reports if r.step]
+    assert result.stop_reason == "budget" and result.record["stop_reason"] == "budget"
+    assert 2.5 <= time.perf_counter() - started < 6  # the budget, then one evaluation
+    assert all(0 <= r.eta_s <= 2.5 for r in training)
+    assert training[-1].eta_s == 0 and training[-1].total == training[-1].step
+    assert training[-1].step > 10  # not stopped early: a 32 x 32 step takes milliseconds
+
+
+def test_the_schedule_is_laid_over_the_budget() -> None:
+    now = [0.0]
+    clock = Clock(steps=300, max_steps=None, budget_s=100.0, started=0.0, now=lambda: now[0])
+    now[0] = 10.0  # pretraining took a tenth: the schedule spans the 90 s left
+    clock.start_training()
+    now[0] = 55.0
+    assert clock.position(5) == pytest.approx(150.0)
+    assert clock.eta_s(5) == pytest.approx(45.0) and clock.stop_reason(5) is None
+    now[0] = 100.0
+    assert clock.position(9) == 300.0 and clock.stop_reason(9) == "budget"
+    # Steps alone are today's schedule; with both, the further clock leads and the first ends it.
+    steps_only = Clock(300, None, None, 0.0)
+    assert steps_only.position(42) == 42 and steps_only.stop_reason(300) == "steps"
+    both = Clock(steps=50, max_steps=50, budget_s=100.0, started=0.0, now=lambda: now[0])
+    now[0] = 0.0
+    both.start_training()
+    now[0] = 10.0
+    assert both.position(20) == 20 and both.stop_reason(50) == "steps"
+
+
+def test_a_target_fit_stops_at_its_target(kodak_crop: Path, pretrain_cache: Path) -> None:
+    signal = load_signal(kodak_crop)
+    reports: list[Progress] = []
+    result = fit(signal, FitOptions(steps=300, target_psnr=33.0), reports.append,
+                 cache_dir=pretrain_cache)
+    training = [r for r in reports if r.step]
+    assert result.stop_reason == "target"
+    assert training[-1].metric >= 33.0 > max(r.metric for r in training[:-1])  # the first to reach it
+    assert training[-1].step < 300 and training[-1].eta_s == 0
+
+
+def test_a_target_needs_a_psnr(spot: Path) -> None:
+    with pytest.raises(ValueError, match="target_psnr applies to image and audio fits, not sdf"):
+        fit(load_signal(spot, **SDF_LOAD), FitOptions(target_psnr=30.0))
+    with pytest.raises(ValueError, match="target_psnr must be 1 to 200 dB"):
+        FitOptions(target_psnr=500.0)
+    with pytest.raises(ValueError, match="time_budget_s must be a finite number above 0"):
+        FitOptions(time_budget_s=-1.0)

@@ -93,6 +93,26 @@ def test_an_invalid_option_is_refused(client: httpx.Client, kodak_crop: Path,
 
 
 @pytest.mark.usefixtures("leaves_nothing")
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("time_budget_s", "-1", "greater than 0"), ("time_budget_s", "0", "greater than 0"),
+    ("time_budget_s", "inf", "finite"), ("time_budget_s", "100000", "NEXP_TIME_LIMIT_S"),
+    ("target_psnr", "500", "less than or equal to 200"), ("target_psnr", "0.5", "greater than"),
+    ("top_k", "0", "greater than or equal to 1"), ("top_k", "5", "top_k must be 1 to K = 4"),
+])
+def test_a_bad_budget_target_or_top_k_is_refused_before_queueing(
+        client: httpx.Client, kodak_crop: Path, field: str, value: str, why: str) -> None:
+    body = assert_problem(create_job(client, kodak_crop, **{field: value}), 422, "invalid_option")
+    assert why in body["detail"], body
+
+
+@pytest.mark.usefixtures("leaves_nothing")
+def test_a_target_psnr_for_a_shape_is_refused(client: httpx.Client, tmp_path: Path) -> None:
+    cloud = sphere_points(tmp_path / "sphere.xyz", 2000)
+    body = assert_problem(create_job(client, cloud, target_psnr="30"), 422, "invalid_option")
+    assert "image and audio" in body["detail"]
+
+
+@pytest.mark.usefixtures("leaves_nothing")
 def test_steps_over_the_cap_are_refused(client: httpx.Client, kodak_crop: Path) -> None:
     body = assert_problem(create_job(client, kodak_crop, steps=5001), 422, "over_limit")
     assert "NEXP_MAX_STEPS" in body["detail"]
@@ -118,7 +138,7 @@ def test_a_body_over_the_cap_is_refused(client: httpx.Client, tmp_path: Path) ->
 def test_a_body_over_the_cap_is_refused_before_it_is_sent(service: Service) -> None:
     """The answer comes from the headers alone: the server reads none of the 100 MB."""
     with socket.create_connection(("127.0.0.1", service.port), timeout=10) as conn:
-        conn.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nContent-Length: 100000000\r\n"
+        conn.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000000\r\n"
                      b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
         answer = b""
         while chunk := conn.recv(65536):  # the server closes the connection after answering

@@ -25,6 +25,7 @@ from worker.celery_app import make_celery, prepare_broker, publish_fit, queue_de
 from worker.context import Context
 from worker.jobs import Status
 from worker.recovery import recover_stale_jobs, republish_lost_messages
+from worker.settings import Settings
 from worker.storage import checkpoint_key, checkpoint_prefix
 
 
@@ -210,3 +211,11 @@ def test_queued_jobs_missing_from_the_broker_are_published_again(ctx: Context) -
     assert depth() == 1
     assert republish_lost_messages(ctx, enqueue, depth) == []  # the broker holds its message now
     assert depth() == 1
+
+
+def test_a_job_without_steps_or_budget_gets_the_workers_default_budget() -> None:
+    settings = Settings(default_time_budget_s=300)
+    assert runner.default_budget({"lr": 1e-3}, settings) == {"lr": 1e-3, "time_budget_s": 300}
+    assert runner.default_budget({"steps": 5}, settings) == {"steps": 5}  # today's behaviour
+    assert runner.default_budget({"time_budget_s": 9.0}, settings) == {"time_budget_s": 9.0}
+    assert runner.default_budget({}, Settings(default_time_budget_s=0)) == {}  # 0: none
