@@ -216,6 +216,9 @@ def test_form_is_labelled_explained_and_keyboard_usable(page: Page, screenshots:
     # A skip link first, the form next; the API key, rarely needed, comes after the job list.
     assert focused == ["skip-link", "docs-link", "file", "preset", "steps", "model", "experts", "activation",
                        "protocol", "submit", "jobs-refresh"]
+    page.get_by_text("Use it from code").click()  # the client and webhook samples (issue 15)
+    expect(page.locator("#from-code")).to_contain_text("job.wait(progress=True)")
+    expect(page.locator("#from-code")).to_contain_text("verify_webhook(headers, body")
     page.focus("#submit")
     page.keyboard.press("Enter")
     expect(page.locator("#form-error")).to_have_text("Choose a file to fit first.")
