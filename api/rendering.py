@@ -5,6 +5,9 @@ Loaded models are kept by job (a render at a new size skips reloading), and rend
 run in worker threads, at most `render_threads` at once, so a slow render never stalls the
 event loop and a burst of renders cannot take the threads that answer polls and uploads.
 
+A running job renders from its fit's latest snapshot (a preview): such a model is kept by
+(job, snapshot step), so a newer snapshot is loaded afresh and an older one ages out.
+
 A render only runs while someone waits for it. Identical requests in progress share one
 computation; it stops between two chunks of points once every request for it has gone (the
 client hung up: `unless_disconnected`), or once it runs past NEXP_RENDER_TIMEOUT_S. Each API key
@@ -33,11 +36,12 @@ from starlette.requests import Request
 
 from api.errors import ClientDisconnected, RenderTimeout, TooManyRenders
 from model.checkpoint import CONFIG, WEIGHTS, load_checkpoint
-from model.network import NeuralExperts
+from model.network import ModelConfig, NeuralExperts
 from model.render import Rendered, stop_check, stoppable
 from model.signals import kinds
+from model.snapshot import FitSnapshot, read_position
 from worker.settings import Settings
-from worker.storage import Storage, checkpoint_key
+from worker.storage import ArtifactNotFound, Storage, checkpoint_key, snapshot_key
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +87,19 @@ class LRU(Generic[K, V]):
 
 
 @dataclass(frozen=True)
+class Source:
+    """What a render reads: a job's checkpoint, or its running fit's snapshot at `step`."""
+
+    job_id: str
+    step: int | None = None
+
+
+@dataclass(frozen=True)
 class Loaded:
     model: NeuralExperts
     config: dict[str, Any]
+    step: int | None = None
+    """The snapshot's training step, for a preview; None for the final checkpoint."""
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -93,7 +107,7 @@ class Loaded:
         return meta
 
 
-RenderKey = tuple[str, str, tuple[tuple[str, Any], ...]]
+RenderKey = tuple[Source, str, tuple[tuple[str, Any], ...]]
 T = TypeVar("T")
 
 
@@ -134,7 +148,7 @@ class Flight:
 class Renderer:
     def __init__(self, storage: Storage, settings: Settings) -> None:
         self.storage = storage
-        self._models: LRU[str, Loaded] = LRU(settings.model_cache_size, lambda _: 1)
+        self._models: LRU[Source, Loaded] = LRU(settings.model_cache_size, lambda _: 1)
         self._outputs: LRU[RenderKey, Rendered] = LRU(settings.render_cache_bytes,
                                                       lambda r: len(r.data))
         # Requests waiting for a render slot wait on the event loop, holding no thread.
@@ -147,19 +161,38 @@ class Renderer:
     async def _off_loop(self, fn: Callable[[], T]) -> T:
         return await to_thread.run_sync(fn, limiter=self._limiter)
 
-    async def load(self, job_id: str) -> Loaded:
-        loaded = self._models.get(job_id)
+    async def load(self, job_id: str, step: int | None = None) -> Loaded:
+        source = Source(job_id, step)
+        loaded = self._models.get(source)
         if loaded is None:
-            loaded = await self._off_loop(lambda: self._read(job_id))
-            self._models.put(job_id, loaded)
+            loaded = await self._off_loop(lambda: self._read(source))
+            self._models.put(source, loaded)
         return loaded
 
-    def _read(self, job_id: str) -> Loaded:
+    def snapshot_step(self, job_id: str) -> int | None:
+        """The step of the job's latest snapshot, read from its header; None when it has none."""
+        try:
+            with self.storage.open(snapshot_key(job_id)) as stream:
+                return read_position(stream).step
+        except (ArtifactNotFound, ValueError):  # none yet, or one the API cannot read
+            return None
+
+    def _read(self, source: Source) -> Loaded:
+        if source.step is not None:
+            return self._read_snapshot(source.job_id)
+        job_id = source.job_id
         with tempfile.TemporaryDirectory() as tmp:
             for name in (CONFIG, WEIGHTS):
                 (Path(tmp) / name).write_bytes(self.storage.get(checkpoint_key(job_id, name)))
             model, config = load_checkpoint(Path(tmp), "cpu")
             return Loaded(stoppable(model), config)
+
+    def _read_snapshot(self, job_id: str) -> Loaded:
+        # The latest snapshot, which may be newer than the step asked for: its own step is told.
+        snapshot = FitSnapshot.from_bytes(self.storage.get(snapshot_key(job_id)))
+        model = NeuralExperts(ModelConfig(**snapshot.config["model"]))
+        model.load_state_dict(snapshot.model_state)
+        return Loaded(stoppable(model.eval()), snapshot.config, snapshot.step)
 
     @contextmanager
     def admit(self, owner: str | None) -> Iterator[None]:
@@ -178,19 +211,20 @@ class Renderer:
             if not self._renders_by_owner[owner]:
                 del self._renders_by_owner[owner]
 
-    async def render(self, job_id: str, output: str, query: dict[str, Any]) -> Rendered:
-        """kinds()[kind].outputs[output](model, meta, **query); raises ValueError on a bad query,
-        RenderTimeout past the time limit."""
-        key = (job_id, output, tuple(sorted(query.items())))
+    async def render(self, job_id: str, output: str, query: dict[str, Any],
+                     step: int | None = None) -> Rendered:
+        """kinds()[kind].outputs[output](model, meta, **query), from the checkpoint or (`step`)
+        the snapshot; raises ValueError on a bad query, RenderTimeout past the time limit."""
+        key = (Source(job_id, step), output, tuple(sorted(query.items())))
         cached = self._outputs.get(key)
         if cached is not None:
             return cached
-        flight = self._flights.get(key) or self._take_off(key, job_id, output, query)
+        flight = self._flights.get(key) or self._take_off(key, output, query)
         return await self._wait(key, flight)
 
-    def _take_off(self, key: RenderKey, job_id: str, output: str, query: dict[str, Any]) -> Flight:
+    def _take_off(self, key: RenderKey, output: str, query: dict[str, Any]) -> Flight:
         budget = Budget.from_now(self._render_timeout_s)
-        task = asyncio.create_task(self._compute(key, budget, job_id, output, query))
+        task = asyncio.create_task(self._compute(key, budget, output, query))
         flight = self._flights[key] = Flight(task, budget)
         task.add_done_callback(lambda _: self._land(key, flight))
         return flight
@@ -219,9 +253,10 @@ class Renderer:
         if flight.task.done() and not flight.task.cancelled():
             flight.task.exception()  # retrieved: a render nobody waits for fails quietly
 
-    async def _compute(self, key: RenderKey, budget: Budget, job_id: str, output: str,
+    async def _compute(self, key: RenderKey, budget: Budget, output: str,
                        query: dict[str, Any]) -> Rendered:
-        loaded = await self.load(job_id)
+        source = key[0]
+        loaded = await self.load(source.job_id, source.step)
         renderer = kinds()[loaded.config["kind"]].outputs[output]
 
         def run() -> Rendered:
@@ -244,14 +279,15 @@ class Renderer:
         self._outputs.put(key, rendered)
         return rendered
 
-    async def query(self, job_id: str, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    async def query(self, job_id: str, coords: torch.Tensor,
+                    step: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Routed predictions at (N, in_dim) coordinates: values (N, C), expert ids (N,)."""
-        model = (await self.load(job_id)).model
+        model = (await self.load(job_id, step)).model
         return await self._off_loop(lambda: model.predict(coords))
 
     def forget(self, job_id: str) -> None:
-        self._models.drop(lambda key: key != job_id)
-        self._outputs.drop(lambda key: key[0] != job_id)
+        self._models.drop(lambda key: key.job_id != job_id)
+        self._outputs.drop(lambda key: key[0].job_id != job_id)
 
     def close(self) -> None:
         """Abandon every render in progress (the app is stopping): their threads stop at their

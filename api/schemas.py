@@ -140,6 +140,9 @@ class JobPublic(BaseModel):
         "and `stop_reason`, the one string: steps, budget or target (which limit ended the fit).")
     error: JobErrorPublic | None
     attempts: int = Field(description="Deliveries to a worker so far.")
+    resumed_from_step: int | None = Field(
+        description="The training step the latest delivery resumed from (its worker had died and "
+        "left a snapshot); null when the fit never resumed.")
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime
@@ -203,8 +206,9 @@ def job_public(job: Job) -> JobPublic:
         id=job.id, kind=job.kind, status=Status(job.status), filename=job.filename,
         options=JobCreate(**job.options), progress=progress, metrics=job.metrics,
         error=JobErrorPublic(**job.error) if job.error else None, attempts=job.attempts,
-        cancel_requested=job.cancel_requested, created_at=job.created_at,
-        updated_at=job.updated_at, started_at=job.started_at, finished_at=job.finished_at,
+        resumed_from_step=job.resumed_from_step, cancel_requested=job.cancel_requested,
+        created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
+        finished_at=job.finished_at,
         urls=job_urls(job.id, job.kind), webhook=webhook_public(job),
     )
 

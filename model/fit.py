@@ -23,6 +23,7 @@ from model.pretrain import pretrained_model
 from model.signals import kinds
 from model.signals.base import Batch, Signal
 from model.signals.image import psnr
+from model.snapshot import FitPosition, FitSnapshot, capture, restore_optimizer
 
 COMPILE_MIN_STEPS = 2000
 """`FitOptions.compile=None` compiles fits of at least this many steps: a cold compile of the
@@ -43,6 +44,7 @@ TARGET_METRICS: dict[str, Callable[[float], float]] = {
 StopReason = Literal["steps", "budget", "target"]
 
 LossFn = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor, Tensor | None]]
+SnapshotHook = Callable[[FitSnapshot], None]
 
 
 class FitCanceled(Exception):
@@ -183,11 +185,18 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     cache_dir: Path | None = None,
     schedule: FitPreset | None = None,
+    on_snapshot: SnapshotHook | None = None,
+    snapshot_every_s: float = 0.0,
+    resume: FitSnapshot | None = None,
 ) -> FitResult:
     """Fit a model to `signal`. Raises FitCanceled, FitDiverged, or ValueError on bad options.
 
     `schedule` replaces the options' preset (with their steps / lr overrides still applied), for
     benchmarks and experiments that need a schedule no preset names.
+
+    `on_snapshot` gets the fit's resumable state every `snapshot_every_s` seconds of training
+    (0: never); `resume`, such a snapshot of a fit with the same signal and options, continues
+    that fit where it stood (its schedule, stage and time budget left) instead of starting over.
     """
     clock_started = time.perf_counter()  # a time budget covers pretraining too
     chosen = options.schedule() if schedule is None else schedule.with_overrides(options.steps, options.lr)
@@ -208,18 +217,17 @@ def fit(
         if stop():  # the paper's 3000 pretraining steps take minutes on a CPU
             raise FitCanceled(f"canceled at manager pretraining step {step} of {schedule.pretrain_steps}")
 
-    report(Progress(0, schedule.steps, math.nan, math.nan, math.nan, "pretrain"))
-    pretrained_model(
-        model, signal.grid, schedule.pretrain, schedule.pretrain_steps,
-        schedule.pretrain_max_points, options.seed, cache_dir,
-        signal.grid_values() if schedule.pretrain == "kmeans" else None, schedule.pretrain_lr,
-        check_cancel,
-    )
+    if resume is None:
+        report(Progress(0, schedule.steps, math.nan, math.nan, math.nan, "pretrain"))
+        pretrained_model(
+            model, signal.grid, schedule.pretrain, schedule.pretrain_steps,
+            schedule.pretrain_max_points, options.seed, cache_dir,
+            signal.grid_values() if schedule.pretrain == "kmeans" else None, schedule.pretrain_lr,
+            check_cancel,
+        )
+    else:
+        model.load_state_dict(resume.model_state)  # the snapshot's weights replace pretraining
 
-    clock = Clock(schedule.steps, options.steps, options.time_budget_s, clock_started)
-    history, stop_reason = _train(model, signal, schedule, options, clock, report, stop)
-    model.eval()
-    metrics = signal.evaluate(model)
     config = {
         "format": 1,
         "kind": signal.kind,
@@ -229,6 +237,12 @@ def fit(
         "signal": signal.meta(),
         "fit": {**asdict(options), "schedule": asdict(schedule)},
     }
+    clock = Clock(schedule.steps, options.steps, options.time_budget_s, clock_started)
+    snapshots = Snapshots(on_snapshot, snapshot_every_s, clock, config)
+    history, stop_reason = _train(model, signal, schedule, options, clock, report, stop,
+                                  snapshots, resume)
+    model.eval()
+    metrics = signal.evaluate(model)
     return FitResult(model, metrics, config, history, stop_reason)
 
 
@@ -258,6 +272,16 @@ class Clock:
 
     def start_training(self) -> None:
         self.training_started = self.now()
+
+    def resume(self, position: FitPosition) -> None:
+        """Continue a snapshot's clocks: the time it had spent counts, the time since does not."""
+        now = self.now()
+        self.started, self.training_started = now - position.elapsed_s, now - position.training_s
+
+    def elapsed_s(self) -> tuple[float, float]:
+        """Seconds since the budget started, and since training started."""
+        now = self.now()
+        return now - self.started, now - self.training_started
 
     def position(self, done: int) -> float:
         """Schedule steps elapsed after `done` steps: the further along of steps and time."""
@@ -296,6 +320,32 @@ class Clock:
         return min(1.0, (self.now() - self.training_started) / span) if span > 0 else 1.0
 
 
+@dataclass
+class Snapshots:
+    """When the fit hands its state to `hook`: every `every_s` seconds of training."""
+
+    hook: SnapshotHook | None
+    every_s: float
+    clock: Clock
+    config: dict[str, Any]
+    """The checkpoint's config, carried by each snapshot so that it renders on its own."""
+    last: float = math.nan
+
+    def start(self) -> None:
+        self.last = self.clock.now()
+
+    def due(self) -> bool:
+        return self.hook is not None and self.every_s > 0 and self.clock.now() - self.last >= self.every_s
+
+    def take(self, done: int, stage: str, manager_frozen: bool, model: NeuralExperts,
+             optimizer: torch.optim.Optimizer, gen: torch.Generator) -> None:
+        assert self.hook is not None
+        elapsed_s, training_s = self.clock.elapsed_s()
+        position = FitPosition(done, stage, manager_frozen, elapsed_s, training_s, gen.device.type)
+        self.hook(capture(position, self.config, model, optimizer, gen))
+        self.last = self.clock.now()  # the hook's own time (an upload) does not eat the interval
+
+
 def _train(
     model: NeuralExperts,
     signal: Signal,
@@ -304,6 +354,8 @@ def _train(
     clock: Clock,
     report: Callable[[Progress], None],
     should_stop: Callable[[], bool],
+    snapshots: Snapshots,
+    resume: FitSnapshot | None = None,
 ) -> tuple[list[Progress], StopReason]:
     experts, others = model.parameter_groups()
     first_stage = schedule.steps - round(schedule.experts_only_fraction * schedule.steps)
@@ -320,14 +372,24 @@ def _train(
     # `frozen`, before stage 2.
     routing = model.routing_parameters()
     frozen = min(round(schedule.manager_frozen_fraction * schedule.steps), first_stage)
-    manager_frozen = frozen > 0
-    _set_trainable(routing, not manager_frozen)
+    manager_frozen = frozen > 0 if resume is None else resume.position.manager_frozen
+    stage = "fit" if resume is None else resume.position.stage
+    _set_trainable(others, stage == "fit")  # stage 2 trains the experts alone
+    _set_trainable(routing, stage == "fit" and not manager_frozen)
     loss_fn = make_loss_fn(model, signal, balance_weight, compiled, top_k)
     history: list[Progress] = []
-    optimizer = make_adam(experts + others, schedule.lr, device)
-    stage = "fit"
+    optimizer = make_adam(experts + others if stage == "fit" else experts, schedule.lr, device)
     clock.start_training()
     done = 0
+    if resume is not None:
+        restore_optimizer(optimizer, resume.adam_state)
+        if resume.position.device_type == device.type:
+            gen.set_state(resume.batch_rng)
+        else:  # a CPU generator's state does not fit a CUDA one: new batches, the same schedule
+            gen.manual_seed(options.seed + resume.step)
+        clock.resume(resume.position)
+        done = resume.step
+    snapshots.start()
     while True:
         position = clock.position(done)
         if manager_frozen and position >= frozen:
@@ -367,6 +429,8 @@ def _train(
         if stop_reason is not None:
             _set_trainable(others + routing, True)
             return history, stop_reason
+        if snapshots.due():
+            snapshots.take(done, stage, manager_frozen, model, optimizer, gen)
 
 
 def _reached(target_psnr: float | None, to_psnr: Callable[[float], float] | None, metric: float) -> bool:

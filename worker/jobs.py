@@ -94,6 +94,10 @@ class Job(Base):
     """The API key (worker.keys) that created the job; None when auth is off."""
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Bytes of its artifacts (input, then checkpoint), for the stored-bytes quota."""
+    snapshot_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Bytes of its running fit's latest snapshot (0 once it is removed), counted in the quota."""
+    resumed_from_step: Mapped[int | None]
+    """The snapshot step the latest attempt resumed from; None when no attempt resumed."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -210,13 +214,26 @@ def active(session: Session, owner: str | None) -> int:
 
 def stored_bytes(session: Session, owner: str | None) -> int:
     """Bytes `owner`'s jobs keep in storage, the expiring ones included until they are gone."""
-    total = select(func.coalesce(func.sum(Job.stored_bytes), 0)).where(owned_by(owner))
+    total = select(func.coalesce(func.sum(Job.stored_bytes + Job.snapshot_bytes), 0)).where(owned_by(owner))
     return session.scalar(total) or 0
 
 
 def add_stored_bytes(session: Session, job_id: str, size: int) -> None:
     session.execute(update(Job).where(Job.id == job_id)
                     .values(stored_bytes=Job.stored_bytes + size)
+                    .execution_options(synchronize_session=False))
+    session.commit()
+
+
+def set_snapshot_bytes(session: Session, job_id: str, size: int) -> None:
+    """The size of the job's snapshot now (it replaces the previous one; 0 once removed)."""
+    session.execute(update(Job).where(Job.id == job_id).values(snapshot_bytes=size)
+                    .execution_options(synchronize_session=False))
+    session.commit()
+
+
+def mark_resumed(session: Session, job_id: str, step: int) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(resumed_from_step=step)
                     .execution_options(synchronize_session=False))
     session.commit()
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from worker import jobs
 from worker.context import Context
-from worker.runner import attempt_alive, worker_lost
+from worker.runner import attempt_alive, discard_snapshot, worker_lost
 
 
 def recover_stale_jobs(ctx: Context, enqueue: Callable[[str], None]) -> list[str]:
@@ -22,6 +22,7 @@ def recover_stale_jobs(ctx: Context, enqueue: Callable[[str], None]) -> list[str
             if job.attempts >= ctx.settings.max_attempts:
                 jobs.finish(session, job.id, jobs.Status.FAILED, worker=job.worker,
                             error=worker_lost(job.attempts))
+                discard_snapshot(ctx, job.id)  # no attempt will resume from it
                 continue
             # Publish first: a message for a job that is not queued is dropped by the claim,
             # while a queued job without a message would wait forever.

@@ -31,12 +31,21 @@ from sqlalchemy.orm import Session
 from model.checkpoint import CONFIG, METRICS, WEIGHTS, finite, save_checkpoint
 from model.fit import FitCanceled, FitDiverged, FitOptions, Progress, fit, resolve_device
 from model.signals import SignalError, kinds
+from model.snapshot import FitSnapshot
 from worker import jobs
 from worker.context import Context
 from worker.db import unavailable
 from worker.jobs import Job, Status
 from worker.settings import Settings
-from worker.storage import checkpoint_key, checkpoint_prefix, failure_reason, job_prefix
+from worker.storage import (
+    ArtifactNotFound,
+    checkpoint_key,
+    checkpoint_prefix,
+    failure_reason,
+    job_prefix,
+    snapshot_key,
+    snapshot_prefix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,7 @@ def run_job(job_id: str, ctx: Context) -> None:
         watchdog.stop()
     finished = when_reachable(ctx, lambda session: jobs.finish(
         session, job.id, worker=me, progress=watchdog.latest, **outcome))
+    discard_snapshot(ctx, job.id)  # the job ended: nothing will resume from it
     with ctx.sessions() as session:
         if not finished and jobs.get(session, job.id) is None:
             ctx.storage.delete(job_prefix(job.id))  # deleted while it ran: leave nothing behind
@@ -119,11 +129,13 @@ def claim(session: Session, job_id: str, me: str, ctx: Context) -> Job | None:
         return None
     if job.cancel_requested:
         jobs.finish(session, job_id, Status.CANCELED)
+        discard_snapshot(ctx, job_id)
         return None
     if job.status == Status.RUNNING and attempt_alive(job, settings.stale_after_s):
         raise Busy(job_id, settings.stale_after_s)
     if job.attempts >= settings.max_attempts:
         jobs.finish(session, job_id, Status.FAILED, error=worker_lost(job.attempts))
+        discard_snapshot(ctx, job_id)
         return None
     if not jobs.start_attempt(session, job_id, me, job.attempts):
         raise Busy(job_id, settings.heartbeat_s)  # another delivery claimed it just now
@@ -171,10 +183,16 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
             **settings.loader_options(job.kind),
         )
         options = {k: v for k, v in job.options.items() if k in FIT_OPTION_NAMES}
+        resume = last_snapshot(ctx, job.id)
+        if resume is not None:
+            step = resume.step
+            log.info("job %s: resuming from its snapshot at step %d", job.id, step)
+            when_reachable(ctx, lambda session: jobs.mark_resumed(session, job.id, step))
         result = fit(
             signal, FitOptions(**default_budget(options, settings), device=device),
             on_progress=watchdog.report, should_stop=watchdog.canceled.is_set,
-            cache_dir=settings.pretrain_cache_dir,
+            cache_dir=settings.pretrain_cache_dir, on_snapshot=SnapshotWriter(job.id, ctx),
+            snapshot_every_s=settings.snapshot_every_s, resume=resume,
         )
         save_checkpoint(folder / "model", result.model, result.config, result.record)
         for name in (CONFIG, METRICS, WEIGHTS):  # weights last: their presence marks a whole set
@@ -185,6 +203,48 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
     # The stored-bytes quota (worker.quotas) counts it from now.
     when_reachable(ctx, lambda session: jobs.add_stored_bytes(session, job.id, checkpoint_bytes))
     return result.record
+
+
+def last_snapshot(ctx: Context, job_id: str) -> FitSnapshot | None:
+    """The snapshot an earlier attempt left, if any and readable; None means start over."""
+    if ctx.settings.snapshot_every_s <= 0:
+        return None
+    try:
+        return FitSnapshot.from_bytes(ctx.storage.get(snapshot_key(job_id)))
+    except ArtifactNotFound:
+        return None
+    except Exception:  # an unreadable snapshot costs the steps it held, not the job
+        log.warning("job %s: its snapshot could not be read; starting over", job_id, exc_info=True)
+        return None
+
+
+class SnapshotWriter:
+    """Stores each snapshot the fit takes in place of the previous one (one object, put all or
+    nothing), and records its size for the stored-bytes quota."""
+
+    def __init__(self, job_id: str, ctx: Context) -> None:
+        self.job_id, self.ctx = job_id, ctx
+
+    def __call__(self, snapshot: FitSnapshot) -> None:
+        data = snapshot.to_bytes()
+        try:
+            self.ctx.storage.put(snapshot_key(self.job_id), data)
+            with self.ctx.sessions() as session:
+                jobs.set_snapshot_bytes(session, self.job_id, len(data))
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:  # a missed snapshot only means more steps to redo: keep training
+            log.warning("job %s: snapshot at step %d not stored", self.job_id, snapshot.step,
+                        exc_info=True)
+
+
+def discard_snapshot(ctx: Context, job_id: str) -> None:
+    try:
+        ctx.storage.delete(snapshot_prefix(job_id))
+        with ctx.sessions() as session:
+            jobs.set_snapshot_bytes(session, job_id, 0)
+    except Exception:  # the job's prefix goes with a delete or retention all the same
+        log.warning("job %s: its snapshot could not be removed", job_id, exc_info=True)
 
 
 def default_budget(options: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -321,5 +381,6 @@ class Watchdog:
                     self.ctx.settings.cancel_grace_s)
         with self.ctx.sessions() as session:
             jobs.finish(session, self.job_id, Status.CANCELED, worker=self.worker)
+        discard_snapshot(self.ctx, self.job_id)
         logging.shutdown()
         os._exit(1)

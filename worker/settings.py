@@ -43,6 +43,9 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
     NEXP_DEFAULT_TIME_BUDGET_S 300    a fit's time budget when a job sets neither `steps` nor
                                       `time_budget_s` (0 = none: the preset's steps); set it per
                                       worker device, e.g. 60 on a GPU worker
+    NEXP_SNAPSHOT_EVERY_S     15      a running fit stores its resumable state (a snapshot) this often;
+                                      a job delivered again after its worker died resumes from it
+                                      (0 = no snapshots: a redelivered job starts over)
     NEXP_MAX_ATTEMPTS         deliveries of one job before it fails `worker_lost` (poison cap)
     NEXP_HEARTBEAT_S          how often a running job writes progress and reads its cancel flag
     NEXP_STALE_AFTER_S        a running job silent this long has lost its worker and is requeued;
@@ -131,6 +134,7 @@ class Settings(BaseSettings):
     time_limit_s: PositiveInt = 6 * 3600  # the paper preset on a large image, on a CPU
     time_limit_grace_s: PositiveInt = 60
     default_time_budget_s: float = Field(300.0, ge=0, allow_inf_nan=False)
+    snapshot_every_s: float = Field(15.0, ge=0, allow_inf_nan=False)
     """5 minutes: a CPU fit of the fast preset on a 128 x 128 image takes ~80 s, on a full-size
     photo ~15 min; a budget ends every default fit in a time the README states."""
     max_attempts: PositiveInt = 2  # the issue: redelivered once, then failed

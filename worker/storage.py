@@ -69,6 +69,15 @@ def checkpoint_key(job_id: str, name: str) -> str:
     return checkpoint_prefix(job_id) + name
 
 
+def snapshot_prefix(job_id: str) -> str:
+    return f"{job_prefix(job_id)}snapshot/"
+
+
+def snapshot_key(job_id: str) -> str:
+    """The running fit's latest snapshot (model.snapshot): one object, replaced as a whole."""
+    return snapshot_prefix(job_id) + "state.safetensors"
+
+
 def checked(key: str) -> tuple[str, ...]:
     """The key's parts; a key that could leave the store's root is refused."""
     parts = PurePosixPath(key).parts

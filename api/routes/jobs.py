@@ -45,7 +45,7 @@ from worker.celery_app import publish_fit
 from worker.jobs import Job, Status
 from worker.quotas import OverQuota, QueueTooDeep, Quotas
 from worker.settings import Settings
-from worker.storage import Storage, failure_reason, input_key, job_prefix
+from worker.storage import Storage, failure_reason, input_key, job_prefix, snapshot_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -189,12 +189,16 @@ def read_job(job: JobDep) -> JobPublic:
 
 @router.post("/{job_id}/cancel", status_code=202, responses=problems(404, 409, 422),
              summary="Cancel a queued or running job")
-def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
+def cancel_job(job: JobDep, session: SessionDep, storage: StorageDep) -> JobPublic:
     """A queued job is canceled at once; a running one stops within seconds."""
     if job.status in (Status.SUCCEEDED, Status.FAILED):
         raise JobFinished(f"job {job.id} has already {job.status}")
     jobs.request_cancel(session, job.id)
-    return job_public(jobs.get(session, job.id) or job)
+    canceled = jobs.get(session, job.id) or job
+    if canceled.status == Status.CANCELED and canceled.snapshot_bytes:  # left by a lost worker
+        storage.delete(snapshot_prefix(job.id))
+        jobs.set_snapshot_bytes(session, job.id, 0)
+    return job_public(canceled)
 
 
 @router.delete("/{job_id}", status_code=204, responses=problems(404, 422),

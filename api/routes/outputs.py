@@ -2,7 +2,9 @@
 the upload itself, kept for as long as the job.
 
 Renders come from the saved checkpoint and run in threads of their own (api.rendering), so a slow
-render never stalls the event loop that answers polls and uploads.
+render never stalls the event loop that answers polls and uploads. While a job runs, renders and
+queries come from its fit's latest snapshot instead: a preview, marked by `X-Fit-Preview: true`
+and the snapshot's `X-Fit-Step`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pydantic_core import to_json
 from api.deps import JobDep, OwnerDep, RendererDep, SettingsDep, StorageDep
 from api.disposition import content_disposition
 from api.errors import InvalidOption, JobNotReady, OutputNotAvailable, OverLimit, problems
-from api.rendering import Renderer, unless_disconnected
+from api.rendering import Loaded, Renderer, unless_disconnected
 from api.schemas import QueryCreate, QueryPublic
 from model.checkpoint import CONFIG, METRICS, WEIGHTS
 from model.render import Rendered
@@ -31,7 +33,7 @@ from model.signals import kinds
 from model.signals.sdf import MESH_RESOLUTION
 from worker.jobs import Job, Status
 from worker.settings import Settings
-from worker.storage import checkpoint_key
+from worker.storage import ArtifactNotFound, checkpoint_key
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["outputs"])
 
@@ -102,7 +104,7 @@ async def render(job: Job, output: str, query: dict[str, Any], request: Request,
     if output not in kind.outputs:
         raise OutputNotAvailable(f"{job.kind} jobs have no {output}; they offer "
                                  f"{', '.join(kind.outputs)}")
-    require_succeeded(job)
+    step = await run_in_threadpool(preview_step, job, renderer)
     query = {name: value for name, value in query.items() if value is not None}
     accepted = list(inspect.signature(kind.outputs[output]).parameters)[2:]  # after model, meta
     unknown = sorted(query.keys() - set(accepted))
@@ -110,18 +112,48 @@ async def render(job: Job, output: str, query: dict[str, Any], request: Request,
         raise InvalidOption(f"{', '.join(unknown)} does not apply to the {output} of {job.kind} "
                             f"jobs (options: {', '.join(accepted)})")
 
-    async def checked_render() -> Rendered:
+    async def checked_render() -> tuple[Rendered, int | None]:
         with renderer.admit(owner):
-            check_caps(query, (await renderer.load(job.id)).meta, settings)
+            loaded = await load(renderer, job.id, step)
+            check_caps(query, loaded.meta, settings)
             try:
-                return await renderer.render(job.id, output, query)
+                return await renderer.render(job.id, output, query, step), loaded.step
             except ValueError as e:
                 raise InvalidOption(str(e)) from e
 
-    rendered = await unless_disconnected(request, checked_render())
+    rendered, rendered_step = await unless_disconnected(request, checked_render())
     filename = f"{job.id}-{output}{rendered.suffix}"
     return Response(rendered.data, media_type=rendered.media_type,
-                    headers={"Content-Disposition": f'inline; filename="{filename}"'})
+                    headers={"Content-Disposition": f'inline; filename="{filename}"',
+                             **preview_headers(rendered_step)})
+
+
+def preview_step(job: Job, renderer: Renderer) -> int | None:
+    """The snapshot step a running job's outputs come from; None for a succeeded job's
+    checkpoint. JobNotReady when there is neither."""
+    if job.status == Status.RUNNING:
+        step = renderer.snapshot_step(job.id)
+        if step is None:
+            raise JobNotReady(f"job {job.id} is running and has stored no snapshot yet; previews "
+                              "start with its first (every NEXP_SNAPSHOT_EVERY_S)")
+        return step
+    require_succeeded(job)
+    return None
+
+
+async def load(renderer: Renderer, job_id: str, step: int | None) -> Loaded:
+    try:
+        return await renderer.load(job_id, step)
+    except ArtifactNotFound as e:
+        if step is None:
+            raise
+        # The fit ended between reading the step and the snapshot, which went with it.
+        raise JobNotReady(f"job {job_id} finished as its preview was asked for; ask again for "
+                          "its outputs") from e
+
+
+def preview_headers(step: int | None) -> dict[str, str]:
+    return {} if step is None else {"X-Fit-Step": str(step), "X-Fit-Preview": "true"}
 
 
 def check_caps(query: dict[str, Any], meta: dict[str, Any], settings: Settings) -> None:
@@ -205,12 +237,14 @@ QUERY_BODY = {"requestBody": {"required": True, "content": {
              openapi_extra=QUERY_BODY, summary="The model's values and experts at coordinates")
 async def query(job: JobDep, request: Request, renderer: RendererDep,
                 settings: SettingsDep) -> Response:
-    require_succeeded(job)
-    in_dim = (await renderer.load(job.id)).model.config.in_dim
+    step = await run_in_threadpool(preview_step, job, renderer)
+    loaded = await load(renderer, job.id, step)
     body = await request.body()
-    coords = await run_in_threadpool(parse_query, body, in_dim, job.kind, settings.max_query_points)
-    values, ids = await renderer.query(job.id, coords)
-    return Response(await run_in_threadpool(answer_json, values, ids), media_type="application/json")
+    coords = await run_in_threadpool(parse_query, body, loaded.model.config.in_dim, job.kind,
+                                     settings.max_query_points)
+    values, ids = await renderer.query(job.id, coords, step)
+    return Response(await run_in_threadpool(answer_json, values, ids), media_type="application/json",
+                    headers=preview_headers(loaded.step))
 
 
 # Points converted at once between lists and tensors, or serialised: each such call holds the
