@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from tests.utils.data import KODIM19, SPOT
+from tests.utils.data import SPOT, kodim19_crop
 from tests.utils.signals import SDF_LOAD, bach_clip, seed_pretraining
 
 # Tests share 2 cores with each other and with a worker subprocess: one thread each.
@@ -18,12 +17,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def kodak_crop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 32x32 RGB crop of a Kodak photo (kodim19, the paper's ablation image)."""
-    path = tmp_path_factory.mktemp("images") / "kodim19-32.png"
-    with Image.open(KODIM19) as img:
-        img.resize((img.width // 4, img.height // 4), Image.Resampling.LANCZOS).crop(
-            (40, 60, 72, 92)
-        ).save(path)
-    return path
+    return kodim19_crop(tmp_path_factory.mktemp("images") / "kodim19-32.png", (40, 60, 72, 92))
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
 
-from tests.utils.data import KODIM19
+from tests.utils.data import kodim19_crop
 from tests.utils.service import Service
 from tests.utils.web import running_service
 
@@ -81,9 +80,4 @@ def screenshots() -> Path:
 @pytest.fixture(scope="session")
 def kodak_wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 48x32 crop of kodim19: a 3:2 image, so panels that are not square show."""
-    path = tmp_path_factory.mktemp("images") / "kodim19-48x32.png"
-    with Image.open(KODIM19) as img:
-        img.resize((img.width // 4, img.height // 4), Image.Resampling.LANCZOS).crop(
-            (30, 60, 78, 92)
-        ).save(path)
-    return path
+    return kodim19_crop(tmp_path_factory.mktemp("images") / "kodim19-48x32.png", (30, 60, 78, 92))
