@@ -32,5 +32,5 @@ bench: install
 	$(PY) -m bench $(ARGS)
 
 lint: install
-	$(PY) -m ruff check model api worker bench tests client
+	$(PY) -m ruff check model api service worker bench tests client
 	$(PY) -m mypy model

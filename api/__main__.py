@@ -28,11 +28,11 @@ from types import FrameType
 import uvicorn
 from sqlalchemy.orm import Session
 
-from worker import keys
-from worker.context import prepare_database
-from worker.db import make_engine
+from service import keys
+from service.context import prepare_database
+from service.db import make_engine
+from service.settings import Settings, get_settings
 from worker.launcher_watch import LAUNCHER_PID_ENV
-from worker.settings import Settings, get_settings
 
 WORKER_STOP_TIMEOUT_S = 30
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

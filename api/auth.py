@@ -32,9 +32,9 @@ from api.errors import (
     database_errors,
     problem_response,
 )
-from worker import keys
-from worker.context import Context
-from worker.settings import Settings
+from service import keys
+from service.context import Context
+from service.settings import Settings
 
 PROTECTED = "/v1/"
 # RFC 6750 section 3: a 401 names the scheme the client should use.

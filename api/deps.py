@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from api.errors import JobNotFound
 from api.rendering import Renderer
 from api.services import Services
-from worker import jobs, logs
-from worker.quotas import Quotas
-from worker.settings import Settings, get_settings
-from worker.storage import Storage
+from service import jobs, logs
+from service.quotas import Quotas
+from service.settings import Settings, get_settings
+from service.storage import Storage
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

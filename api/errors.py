@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from worker.db import unavailable
+from service.db import unavailable
 
 log = logging.getLogger(__name__)
 

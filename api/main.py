@@ -24,12 +24,12 @@ from api.middleware import BodyGuard, Cors, RequestId, SecurityHeaders
 from api.routes import health, jobs, outputs, page
 from api.services import Services
 from api.webhooks import deliver_forever
-from worker import keys
+from service import keys
+from service.logs import configure_logging
+from service.recovery import recover_stale_jobs, republish_lost_messages
+from service.retention import expire_jobs
+from service.settings import Settings, get_settings
 from worker.celery_app import publish_fit, queue_depth
-from worker.logs import configure_logging
-from worker.recovery import recover_stale_jobs, republish_lost_messages
-from worker.retention import expire_jobs
-from worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ async def recover_forever(services: Services) -> None:
 async def expire_forever(services: Services) -> None:
     """Delete jobs past NEXP_RETENTION_S. Here rather than in Celery beat: it needs no singleton
     process, never waits behind a long fit for the worker's one slot, and every replica may run
-    it at once (worker.retention says why that is safe)."""
+    it at once (service.retention says why that is safe)."""
     while True:
         try:
             expired = await run_in_threadpool(expire_jobs, services.ctx)

@@ -23,10 +23,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker import jobs
+from service import jobs
+from service.context import Context
+from service.jobs import Job, Status
 from worker.celery_app import queue_depth
-from worker.context import Context
-from worker.jobs import Job, Status
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from api.errors import (
     problem_response,
 )
 from api.schemas import query_body_bytes
-from worker import logs
-from worker.settings import Settings
+from service import logs
+from service.settings import Settings
 
 SMALL_BODY_BYTES = 64 * 1024  # cancel, delete and the like carry no body worth more
 QUERY_PATH = re.compile(r"/v1/jobs/[^/]+/query")

@@ -40,8 +40,8 @@ from model.network import ModelConfig, NeuralExperts
 from model.render import Rendered, stop_check, stoppable
 from model.signals import kinds
 from model.snapshot import FitSnapshot, read_position
-from worker.settings import Settings
-from worker.storage import ArtifactNotFound, Storage, checkpoint_key, snapshot_key
+from service.settings import Settings
+from service.storage import ArtifactNotFound, Storage, checkpoint_key, snapshot_key
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model.fit import MAX_SEED, MAX_TARGET_PSNR, MIN_TARGET_PSNR
 from model.network import ACTIVATIONS
+from model.options import MAX_SEED, MAX_TARGET_PSNR, MIN_TARGET_PSNR
 from model.presets import MAX_EXPERTS, MODELS, PRESETS, PRESETS_HELP
 from model.signals import kinds
-from worker.jobs import Delivery, Job, Status, WebhookDelivery
-from worker.webhooks import MAX_URL_CHARS, check_url
+from service.jobs import Delivery, Job, Status, WebhookDelivery
+from service.webhooks import MAX_URL_CHARS, check_url
 
 WebhookEvent = Literal["start", "progress", "completed"]
 DEFAULT_WEBHOOK_EVENTS: list[WebhookEvent] = ["completed"]

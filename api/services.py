@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from celery import Celery
 
 from api.rendering import Renderer
+from service.context import Context, prepare_database, use_torch_threads
+from service.quotas import Quotas, make_windows
+from service.settings import Settings
 from worker.celery_app import make_celery, prepare_broker
-from worker.context import Context, prepare_database, use_torch_threads
-from worker.quotas import Quotas, make_windows
-from worker.settings import Settings
 
 
 @dataclass(frozen=True)

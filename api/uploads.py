@@ -19,10 +19,10 @@ from fastapi import UploadFile
 
 from api.errors import ContentTypeMismatch, InvalidOption, InvalidUpload, OverLimit
 from api.schemas import JobCreate
-from model.fit import FitOptions
+from model.options import FitOptions
 from model.presets import model_config, preset
 from model.signals import Signal, SignalError, identify
-from worker.settings import Settings
+from service.settings import Settings
 
 COPY_CHUNK = 1 << 20
 SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")

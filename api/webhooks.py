@@ -1,6 +1,6 @@
 """Sending webhook deliveries: a loop in every API process (docs/service.md#webhooks says why here).
 
-Each sweep leases the deliveries that are due (worker.webhooks.claim_due) and sends each in a
+Each sweep leases the deliveries that are due (service.webhooks.claim_due) and sends each in a
 task of its own, so a slow or dead receiver holds up only its own delivery, never a fit (which
 only wrote a row) nor another receiver's events.
 """
@@ -17,9 +17,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.schemas import job_public
 from api.services import Services
-from worker import webhooks
-from worker.jobs import Job
-from worker.settings import Settings
+from service import webhooks
+from service.jobs import Job
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 

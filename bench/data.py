@@ -1,6 +1,6 @@
 """The benchmarks' full data sets: `python -m bench.data fetch [--from FOLDER | --base-url URL]`.
 
-Fills the folder NEXP_BENCH_DATA_DIR names (default ~/.cache/nexp/data; worker/settings.py) with
+Fills the folder NEXP_BENCH_DATA_DIR names (default ~/.cache/nexp/data; service/settings.py) with
 the 24 Kodak images, the SIREN paper's audio clips and four meshes, each checked against its
 SHA-256 before it takes its place (a file that fails is refused, and nothing is written). Files
 already there with the right checksum are kept, so a second run downloads nothing.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pooch
 
-from worker.settings import get_settings
+from service.settings import get_settings
 
 NEURAL_EXPERTS = ("https://raw.githubusercontent.com/sitzikbs/Neural-Experts/"
                   "5ff5b59184db6cdeb2f7902e18786380c8652ba2/data")

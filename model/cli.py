@@ -20,18 +20,10 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from model import checkpoint
-from model.fit import (
-    MAX_SEED,
-    MAX_TARGET_PSNR,
-    MIN_TARGET_PSNR,
-    FitCanceled,
-    FitDiverged,
-    FitOptions,
-    fit,
-    resolve_device,
-)
+from model.fit import FitCanceled, FitDiverged, fit, resolve_device
 from model.fit import Progress as FitProgress
 from model.network import ACTIVATIONS
+from model.options import MAX_SEED, MAX_TARGET_PSNR, MIN_TARGET_PSNR, FitOptions
 from model.presets import MAX_EXPERTS, MODELS, PRESETS, PRESETS_HELP
 from model.signals import SignalError, kinds, load_signal
 

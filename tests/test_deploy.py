@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from worker.settings import Settings
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import celeryd_init, setup_logging, worker_init, worker_process_init
 
-from worker import launcher_watch, logs
-from worker.context import prepare_database, reset_after_fork
-from worker.settings import Settings, get_settings
+from service import logs
+from service.context import prepare_database, reset_after_fork
+from service.settings import Settings, get_settings
+from worker import launcher_watch
 
 FIT_TASK = "nexp.fit_job"
 REQUEST_ID_HEADER = "nexp_request_id"  # the id of the request that queued a job, for its logs
@@ -126,7 +127,7 @@ def _json_logs_early(options: dict[str, Any], **_: object) -> None:
 @setup_logging.connect
 def _json_logs(loglevel: int | None = None, **_: object) -> None:
     """With a receiver connected, Celery configures no logging of its own: its lines, the tasks'
-    and the libraries' are all JSON (worker.logs)."""
+    and the libraries' are all JSON (service.logs)."""
     logs.configure_logging(loglevel or logging.INFO)
 
 

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,19 +31,19 @@ from model.checkpoint import CONFIG, METRICS, WEIGHTS, finite, save_checkpoint
 from model.fit import FitCanceled, FitDiverged, FitOptions, Progress, fit, resolve_device
 from model.signals import SignalError, kinds
 from model.snapshot import FitSnapshot
-from worker import jobs
-from worker.context import Context
-from worker.db import unavailable
-from worker.jobs import Job, Status
-from worker.settings import Settings
-from worker.storage import (
+from service import jobs
+from service.context import Context
+from service.db import unavailable
+from service.jobs import Job, Status
+from service.retention import discard_snapshot
+from service.settings import Settings
+from service.storage import (
     ArtifactNotFound,
     checkpoint_key,
     checkpoint_prefix,
     failure_reason,
     job_prefix,
     snapshot_key,
-    snapshot_prefix,
 )
 
 log = logging.getLogger(__name__)
@@ -131,41 +130,15 @@ def claim(session: Session, job_id: str, me: str, ctx: Context) -> Job | None:
         jobs.finish(session, job_id, Status.CANCELED)
         discard_snapshot(ctx, job_id)
         return None
-    if job.status == Status.RUNNING and attempt_alive(job, settings.stale_after_s):
+    if job.status == Status.RUNNING and jobs.attempt_alive(job, settings.stale_after_s):
         raise Busy(job_id, settings.stale_after_s)
     if job.attempts >= settings.max_attempts:
-        jobs.finish(session, job_id, Status.FAILED, error=worker_lost(job.attempts))
+        jobs.finish(session, job_id, Status.FAILED, error=jobs.worker_lost(job.attempts))
         discard_snapshot(ctx, job_id)
         return None
     if not jobs.start_attempt(session, job_id, me, job.attempts):
         raise Busy(job_id, settings.heartbeat_s)  # another delivery claimed it just now
     return jobs.get(session, job_id)
-
-
-def attempt_alive(job: Job, stale_after_s: float) -> bool:
-    """Whether the attempt recorded on a running job may still be running."""
-    silent = timedelta(seconds=stale_after_s)
-    if job.heartbeat_at is None or jobs.utcnow() - job.heartbeat_at > silent:
-        return False
-    host, _, pid = (job.worker or "").rpartition(":")
-    if host != socket.gethostname():
-        return True  # another machine's process: only its heartbeat can tell
-    try:
-        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, as another user's
-    return True
-
-
-def worker_lost(attempts: int) -> dict[str, str]:
-    return {
-        "code": "worker_lost",
-        "title": "The worker running this job died",
-        "detail": f"the worker process died during each of {attempts} attempts (killed, for "
-                  "example out of memory); the job is not retried again",
-    }
 
 
 def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float | str]:
@@ -200,7 +173,7 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
                 ctx.storage.put(checkpoint_key(job.id, name), f)
         checkpoint_bytes = sum((folder / "model" / name).stat().st_size
                                for name in (CONFIG, METRICS, WEIGHTS))
-    # The stored-bytes quota (worker.quotas) counts it from now.
+    # The stored-bytes quota (service.quotas) counts it from now.
     when_reachable(ctx, lambda session: jobs.add_stored_bytes(session, job.id, checkpoint_bytes))
     return result.record
 
@@ -236,15 +209,6 @@ class SnapshotWriter:
         except Exception:  # a missed snapshot only means more steps to redo: keep training
             log.warning("job %s: snapshot at step %d not stored", self.job_id, snapshot.step,
                         exc_info=True)
-
-
-def discard_snapshot(ctx: Context, job_id: str) -> None:
-    try:
-        ctx.storage.delete(snapshot_prefix(job_id))
-        with ctx.sessions() as session:
-            jobs.set_snapshot_bytes(session, job_id, 0)
-    except Exception:  # the job's prefix goes with a delete or retention all the same
-        log.warning("job %s: its snapshot could not be removed", job_id, exc_info=True)
 
 
 def default_budget(options: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_postrun, task_prerun
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker import jobs, logs
+from service import jobs, logs
+from service.context import context
+from service.db import unavailable
 from worker.celery_app import FIT_TASK, REQUEST_ID_HEADER, app
-from worker.context import context
-from worker.db import unavailable
 from worker.runner import Busy, run_job, time_limit_error
 
 DATABASE_RETRY_S = 5  # a database restart takes seconds: look again soon, without spinning

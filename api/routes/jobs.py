@@ -40,12 +40,12 @@ from api.errors import (
 from api.schemas import JobCreate, JobPublic, JobsPublic, job_public
 from api.services import Services
 from api.uploads import Spooled, spool, validate
-from worker import jobs, logs, webhooks
+from service import jobs, logs, webhooks
+from service.jobs import Job, Status
+from service.quotas import OverQuota, QueueTooDeep, Quotas
+from service.settings import Settings
+from service.storage import Storage, failure_reason, input_key, job_prefix, snapshot_prefix
 from worker.celery_app import publish_fit
-from worker.jobs import Job, Status
-from worker.quotas import OverQuota, QueueTooDeep, Quotas
-from worker.settings import Settings
-from worker.storage import Storage, failure_reason, input_key, job_prefix, snapshot_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

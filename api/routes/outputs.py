@@ -31,9 +31,9 @@ from model.checkpoint import CONFIG, METRICS, WEIGHTS
 from model.render import Rendered
 from model.signals import kinds
 from model.signals.sdf import MESH_RESOLUTION
-from worker.jobs import Job, Status
-from worker.settings import Settings
-from worker.storage import ArtifactNotFound, checkpoint_key
+from service.jobs import Job, Status
+from service.settings import Settings
+from service.storage import ArtifactNotFound, checkpoint_key
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["outputs"])
 
@@ -157,7 +157,7 @@ def preview_headers(step: int | None) -> dict[str, str]:
 
 
 def check_caps(query: dict[str, Any], meta: dict[str, Any], settings: Settings) -> None:
-    # An image's own size too: the cap is what renders within the time limit (worker.settings).
+    # An image's own size too: the cap is what renders within the time limit (service.settings).
     if "width" in meta:
         pixels = query.get("width", meta["width"]) * query.get("height", meta["height"])
         if pixels > settings.max_render_pixels:

@@ -17,11 +17,11 @@ import pytest
 from nexp_client import Client, WebhookVerificationError, verify_webhook
 from standardwebhooks.webhooks import Webhook
 
+from service import webhooks
+from service.settings import Settings
 from tests.utils.app import serve, settings
 from tests.utils.service import Service, assert_problem, create_job
 from tests.utils.webhooks import SECRET, Received, receiver
-from worker import webhooks
-from worker.settings import Settings
 
 BODY = b'{"id": "0123", "status": "succeeded"}'
 

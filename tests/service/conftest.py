@@ -15,11 +15,11 @@ import httpx
 import pytest
 import redis
 
+from service.context import Context
+from service.settings import Settings
 from tests.utils.jobs import context as job_context
 from tests.utils.service import Service, started
 from tests.utils.signals import SDF_LOAD
-from worker.context import Context
-from worker.settings import Settings
 
 REDIS = "redis://127.0.0.1:6379"
 CAPS = {

@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy
 
 from api.__main__ import bind_refusal
+from service import keys
+from service.settings import Settings
 from tests.service.conftest import redis_db, service_env
 from tests.utils.jobs import context
 from tests.utils.service import REPO, Service, assert_problem, create_job, submit
-from worker import keys
-from worker.settings import Settings
 
 
 @dataclass(frozen=True)

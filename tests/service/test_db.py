@@ -1,4 +1,4 @@
-"""worker.db: a database made by an older version gets the columns declared since."""
+"""service.db: a database made by an older version gets the columns declared since."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import sqlalchemy
 
+from service import jobs
+from service.settings import Settings
 from tests.utils.jobs import add_job, context
-from worker import jobs
-from worker.settings import Settings
 
 
 def test_columns_added_since_a_table_was_made_are_added(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""worker.jobs: conditional writes decide every race between the API and the workers."""
+"""service.jobs: conditional writes decide every race between the API and the workers."""
 
 from __future__ import annotations
 
+from service import jobs
+from service.context import Context
+from service.jobs import Status
 from tests.utils.jobs import add_job
-from worker import jobs
-from worker.context import Context
-from worker.jobs import Status
 
 
 def test_a_page_is_newest_first_and_filtered(ctx: Context) -> None:

@@ -1,11 +1,11 @@
-"""worker.keys: tokens, their hashes, revocation, and when auth is on."""
+"""service.keys: tokens, their hashes, revocation, and when auth is on."""
 
 from __future__ import annotations
 
 import hashlib
 
-from worker import keys
-from worker.context import Context
+from service import keys
+from service.context import Context
 
 
 def test_a_token_finds_its_key_and_nothing_else_does(ctx: Context) -> None:

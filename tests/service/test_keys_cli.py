@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy
 
-NEXP = Path(sys.executable).parent / "nexp"  # [project.scripts]: model's CLI + worker.keys_cli
+NEXP = Path(sys.executable).parent / "nexp"  # [project.scripts]: model's CLI + service.keys_cli
 
 
 def nexp(data: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,4 @@
-"""worker.logs: JSON lines with request and job ids, from the real API and worker processes."""
+"""service.logs: JSON lines with request and job ids, from the real API and worker processes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from service import logs
 from tests.utils.service import Service, create_job, wait_status
-from worker import logs
 
 
 def record(message: str, exc: BaseException | None = None) -> logging.LogRecord:
@@ -60,7 +60,7 @@ def test_a_job_id_learnt_in_a_thread_reaches_the_request() -> None:
 SPEAKERS = """
 import logging, warnings
 import billiard.util
-from worker.logs import configure_logging
+from service.logs import configure_logging
 configure_logging("INFO")
 billiard.util.get_logger().error("Process %r exited with %r", "ForkPoolWorker-1", "exitcode 1")
 logging.getLogger("uvicorn.access").info("GET / 200")

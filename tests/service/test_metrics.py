@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from api.metrics import job_times
+from service.context import Context
+from service.jobs import Status, utcnow
 from tests.utils.jobs import add_job
-from worker.context import Context
-from worker.jobs import Status, utcnow
 from worker.runner import gpu_peak
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 from model.fit import FitOptions, fit
 from model.signals import load_signal
 from model.snapshot import FitSnapshot
+from service import jobs
+from service.jobs import Status
+from service.storage import LocalStorage, snapshot_key
 from tests.utils.app import serve, settings
 from tests.utils.jobs import add_job, context
 from tests.utils.service import assert_problem
-from worker import jobs, runner
-from worker.jobs import Status
-from worker.storage import LocalStorage, snapshot_key
+from worker import runner
 
 
 def test_a_running_job_previews_its_latest_snapshot(tmp_path: Path, kodak_crop: Path,

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from service.settings import Settings
 from tests.service.conftest import redis_db
 from tests.utils.app import api_key, bearer, serve, settings
 from tests.utils.service import assert_problem, create_job, submit
-from worker.settings import Settings
 
 STORES = ["redis", "database"]
 

@@ -26,12 +26,12 @@ import pytest
 from model.checkpoint import CONFIG, METRICS, WEIGHTS, save_checkpoint
 from model.fit import FitOptions, build_model
 from model.signals import load_signal
+from service import keys
+from service.jobs import Status
+from service.settings import Settings
+from service.storage import checkpoint_key
 from tests.utils.jobs import add_job, context
 from tests.utils.service import STOP_TIMEOUT_S, Service, assert_problem
-from worker import keys
-from worker.jobs import Status
-from worker.settings import Settings
-from worker.storage import checkpoint_key
 
 TIMEOUT_S = 5  # NEXP_RENDER_TIMEOUT_S: the long renders below would take 10 to 40 s
 BIG = 2048  # a side: 4.2M pixels take ~40 s on one core, well past the time limit

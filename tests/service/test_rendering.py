@@ -11,8 +11,8 @@ from api.rendering import LRU, Renderer
 from model.checkpoint import CONFIG, METRICS, WEIGHTS, save_checkpoint
 from model.fit import FitOptions, build_model
 from model.signals import load_signal
-from worker.settings import Settings
-from worker.storage import LocalStorage, checkpoint_key
+from service.settings import Settings
+from service.storage import LocalStorage, checkpoint_key
 
 
 def test_the_lru_is_bounded_by_weight() -> None:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from service import jobs
+from service.context import Context
+from service.jobs import Status
+from service.retention import expire_jobs
+from service.storage import Storage, checkpoint_key
 from tests.utils.app import serve, settings
 from tests.utils.jobs import add_job, context
 from tests.utils.service import submit
-from worker import jobs
-from worker.context import Context
-from worker.jobs import Status
-from worker.retention import expire_jobs
-from worker.storage import Storage, checkpoint_key
 
 HOUR = timedelta(hours=1)
 

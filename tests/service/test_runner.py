@@ -19,14 +19,15 @@ from torch._dynamo.exc import InternalTorchDynamoError
 from model.checkpoint import load_checkpoint
 from model.fit import FitDiverged
 from model.signals import SignalError
+from service import jobs
+from service.context import Context
+from service.jobs import Status
+from service.recovery import recover_stale_jobs, republish_lost_messages
+from service.settings import Settings
+from service.storage import checkpoint_key, checkpoint_prefix
 from tests.utils.jobs import add_job
-from worker import jobs, runner
+from worker import runner
 from worker.celery_app import make_celery, prepare_broker, publish_fit, queue_depth
-from worker.context import Context
-from worker.jobs import Status
-from worker.recovery import recover_stale_jobs, republish_lost_messages
-from worker.settings import Settings
-from worker.storage import checkpoint_key, checkpoint_prefix
 
 
 def dead_pid() -> int:

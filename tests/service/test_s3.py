@@ -1,4 +1,4 @@
-"""worker.storage.S3Storage against a real S3-protocol server (moto's, in a subprocess), and the
+"""service.storage.S3Storage against a real S3-protocol server (moto's, in a subprocess), and the
 whole service (API + worker, Redis DB 9) with its artifacts there instead of in a folder."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from service import storage as storage_module
+from service.settings import Settings
+from service.storage import ArtifactNotFound, LocalStorage, S3Storage, make_storage, s3_client
 from tests.service.conftest import redis_db, service_env
 from tests.service.test_storage import Broken
 from tests.utils.service import START_TIMEOUT_S, Service, free_port, started, stop, submit, wait_status
-from worker import storage as storage_module
-from worker.settings import Settings
-from worker.storage import ArtifactNotFound, LocalStorage, S3Storage, make_storage, s3_client
 
 BUCKET = "nexp-test"
 # moto accepts any credentials; they only have to exist for botocore to sign requests.

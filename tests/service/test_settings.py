@@ -1,4 +1,4 @@
-"""worker.settings: one NEXP_* environment, defaults that need no server, checked options."""
+"""service.settings: one NEXP_* environment, defaults that need no server, checked options."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker.settings import Settings
+from service.settings import Settings
 
 
 def test_the_defaults_need_no_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -18,15 +18,16 @@ import pytest
 from model.fit import FitCanceled, FitOptions, fit
 from model.signals import load_signal
 from model.snapshot import FitSnapshot
+from service import jobs
+from service.context import Context
+from service.jobs import Status
+from service.retention import expire_jobs
+from service.storage import snapshot_key, snapshot_prefix
 from tests.service.conftest import redis_db, service_env
 from tests.utils.app import serve, settings
 from tests.utils.jobs import add_job, context
 from tests.utils.service import Service, started, submit, wait_status
-from worker import jobs, runner
-from worker.context import Context
-from worker.jobs import Status
-from worker.retention import expire_jobs
-from worker.storage import snapshot_key, snapshot_prefix
+from worker import runner
 
 STEPS = 150  # about 10 s on one busy CPU thread: long enough to kill mid-fit
 

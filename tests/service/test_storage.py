@@ -1,4 +1,4 @@
-"""worker.storage.LocalStorage: all-or-nothing writes, prefix deletes, keys kept inside the root."""
+"""service.storage.LocalStorage: all-or-nothing writes, prefix deletes, keys kept inside the root."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.storage import ArtifactNotFound, LocalStorage
+from service.storage import ArtifactNotFound, LocalStorage
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from celery.exceptions import Retry, TimeLimitExceeded
 
+from service import jobs
+from service.context import Context
+from service.settings import Settings
 from tests.utils.jobs import add_job
-from worker import jobs, tasks
-from worker.context import Context
-from worker.settings import Settings
+from worker import tasks
 
 
 def test_a_hard_time_limit_is_recorded_by_the_parent(ctx: Context,

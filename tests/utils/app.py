@@ -13,9 +13,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from service import keys
+from service.settings import Settings, get_settings
 from tests.utils.jobs import context
-from worker import keys
-from worker.settings import Settings, get_settings
 
 
 def settings(data: Path, **fields: Any) -> Settings:

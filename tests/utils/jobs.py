@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from worker import jobs
-from worker.context import Context, prepare_database
-from worker.settings import Settings
+from service import jobs
+from service.context import Context, prepare_database
+from service.settings import Settings
 
 
 def context(settings: Settings) -> Context:

@@ -22,9 +22,9 @@ import httpx
 import pytest
 import redis
 
-from worker import jobs
-from worker.context import Context
-from worker.settings import Settings
+from service import jobs
+from service.context import Context
+from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90  # importing torch twice on a busy 2-core machine

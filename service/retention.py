@@ -9,11 +9,14 @@ API replicas) delete the same things twice, which is harmless.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
-from worker import jobs
-from worker.context import Context
-from worker.storage import job_prefix
+from service import jobs
+from service.context import Context
+from service.storage import job_prefix, snapshot_prefix
+
+log = logging.getLogger(__name__)
 
 
 def expire_jobs(ctx: Context, now: datetime | None = None) -> list[str]:
@@ -30,3 +33,12 @@ def expire_jobs(ctx: Context, now: datetime | None = None) -> list[str]:
             ctx.storage.delete(job_prefix(job_id))
             jobs.delete(session, job_id)
     return doomed
+
+
+def discard_snapshot(ctx: Context, job_id: str) -> None:
+    try:
+        ctx.storage.delete(snapshot_prefix(job_id))
+        with ctx.sessions() as session:
+            jobs.set_snapshot_bytes(session, job_id, 0)
+    except Exception:  # the job's prefix goes with a delete or retention all the same
+        log.warning("job %s: its snapshot could not be removed", job_id, exc_info=True)

@@ -16,12 +16,12 @@ from typing import Annotated, NoReturn
 import typer
 from sqlalchemy.orm import Session
 
-from worker import keys
-from worker.context import prepare_database
-from worker.db import make_engine, make_sessions
-from worker.settings import get_settings
+from service import keys
+from service.context import prepare_database
+from service.db import make_engine, make_sessions
+from service.settings import get_settings
 
-NAME_MAX = 100  # the column's width (worker.keys.ApiKey.name)
+NAME_MAX = 100  # the column's width (service.keys.ApiKey.name)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 

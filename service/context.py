@@ -10,11 +10,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 # Importing keys and quotas adds their tables to Base.metadata: prepare_database makes them all.
-from worker import keys, quotas  # noqa: F401
-from worker.db import create_tables, make_engine, make_sessions
-from worker.jobs import Base
-from worker.settings import Settings, get_settings
-from worker.storage import Storage, make_storage
+from service import keys, quotas  # noqa: F401
+from service.db import create_tables, make_engine, make_sessions
+from service.jobs import Base
+from service.settings import Settings, get_settings
+from service.storage import Storage, make_storage
 
 
 @dataclass(frozen=True)

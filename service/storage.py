@@ -21,7 +21,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from worker.settings import Settings
+from service.settings import Settings
 
 COPY_CHUNK = 1 << 20
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from worker import jobs
-from worker.context import Context
-from worker.runner import attempt_alive, discard_snapshot, worker_lost
+from service import jobs
+from service.context import Context
+from service.retention import discard_snapshot
 
 
 def recover_stale_jobs(ctx: Context, enqueue: Callable[[str], None]) -> list[str]:
@@ -17,11 +17,11 @@ def recover_stale_jobs(ctx: Context, enqueue: Callable[[str], None]) -> list[str
     requeued = []
     with ctx.sessions() as session:
         for job in jobs.running(session):
-            if attempt_alive(job, ctx.settings.stale_after_s):
+            if jobs.attempt_alive(job, ctx.settings.stale_after_s):
                 continue
             if job.attempts >= ctx.settings.max_attempts:
                 jobs.finish(session, job.id, jobs.Status.FAILED, worker=job.worker,
-                            error=worker_lost(job.attempts))
+                            error=jobs.worker_lost(job.attempts))
                 discard_snapshot(ctx, job.id)  # no attempt will resume from it
                 continue
             # Publish first: a message for a job that is not queued is dropped by the claim,

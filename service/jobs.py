@@ -7,8 +7,10 @@ job) are conditional UPDATEs, so the first writer wins and the other sees it los
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,7 +39,7 @@ class Status(StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     DELETING = "deleting"
-    """Expired, its artifacts being removed (worker.retention): hidden from every API read."""
+    """Expired, its artifacts being removed (service.retention): hidden from every API read."""
 
 
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED})
@@ -91,7 +93,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(32), index=True)
-    """The API key (worker.keys) that created the job; None when auth is off."""
+    """The API key (service.keys) that created the job; None when auth is off."""
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Bytes of its artifacts (input, then checkpoint), for the stored-bytes quota."""
     snapshot_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
@@ -118,7 +120,7 @@ WEBHOOK_EVENTS = ("start", "progress", "completed")
 
 
 class WebhookDelivery(Base):
-    """A webhook event a job's receiver is owed, and how sending it went (worker.webhooks).
+    """A webhook event a job's receiver is owed, and how sending it went (service.webhooks).
 
     Written in the same transaction as the change it reports, so a crash never loses one; the
     API processes send them (api.webhooks), so a slow receiver never holds up a fit.
@@ -239,7 +241,7 @@ def mark_resumed(session: Session, job_id: str, step: int) -> None:
 
 
 def mark_deleting(session: Session, finished_before: datetime) -> None:
-    """Hide every job that finished before the cutoff, in one transaction (worker.retention)."""
+    """Hide every job that finished before the cutoff, in one transaction (service.retention)."""
     session.execute(update(Job).where(Job.status.in_(FINISHED), Job.finished_at < finished_before)
                     .values(status=Status.DELETING, updated_at=utcnow())
                     .execution_options(synchronize_session=False))
@@ -340,3 +342,29 @@ def requeue(session: Session, job_id: str, worker: str | None, attempts: int) ->
         session, job_id, Job.status == Status.RUNNING, Job.worker == worker,
         Job.attempts == attempts, status=Status.QUEUED, worker=None,
     )
+
+
+def attempt_alive(job: Job, stale_after_s: float) -> bool:
+    """Whether the attempt recorded on a running job may still be running."""
+    silent = timedelta(seconds=stale_after_s)
+    if job.heartbeat_at is None or utcnow() - job.heartbeat_at > silent:
+        return False
+    host, _, pid = (job.worker or "").rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's process: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user's
+    return True
+
+
+def worker_lost(attempts: int) -> dict[str, str]:
+    return {
+        "code": "worker_lost",
+        "title": "The worker running this job died",
+        "detail": f"the worker process died during each of {attempts} attempts (killed, for "
+                  "example out of memory); the job is not retried again",
+    }

@@ -1,7 +1,7 @@
 """Webhooks: Standard Webhooks signatures, the address check against server-side request forgery,
-and the outbox of owed deliveries (worker.jobs.WebhookDelivery) with its retry schedule.
+and the outbox of owed deliveries (service.jobs.WebhookDelivery) with its retry schedule.
 
-Events are recorded by whoever changes the job (worker.jobs), in the same transaction; the API
+Events are recorded by whoever changes the job (service.jobs), in the same transaction; the API
 processes send them (api.webhooks). See docs/service.md#webhooks for why there.
 """
 
@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import or_, select, update
 
-from worker import jobs
-from worker.context import Context
-from worker.jobs import Delivery, Job, WebhookDelivery
-from worker.settings import Settings
+from service import jobs
+from service.context import Context
+from service.jobs import Delivery, Job, WebhookDelivery
+from service.settings import Settings
 
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"

@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from worker.jobs import Base, utcnow
+from service.jobs import Base, utcnow
 
 SECRET_BYTES = 32  # 256 bits: see the module docstring for why no slow KDF is needed
 TOKEN = re.compile(r"nexp_(?P<id>[0-9a-f]{12})_[A-Za-z0-9_-]{43}")

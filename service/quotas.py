@@ -22,9 +22,9 @@ from sqlalchemy import BigInteger, String, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from worker import jobs
-from worker.jobs import Base
-from worker.settings import Settings
+from service import jobs
+from service.jobs import Base
+from service.settings import Settings
 
 MINUTE_S = 60
 ANONYMOUS = "-"  # the bucket of requests made while auth is off
