@@ -33,4 +33,4 @@ bench: install
 
 lint: install
 	$(PY) -m ruff check model api service worker bench tests client
-	$(PY) -m mypy model
+	$(PY) -m mypy model service worker api

@@ -3,7 +3,8 @@
 An ASGI middleware, not a route dependency: FastAPI parses (and spools) a whole multipart upload
 before any dependency runs, so a dependency would let anyone without a key make the server
 write NEXP_MAX_UPLOAD_BYTES per request. The key's id lands in the request state, where
-`api.deps.get_owner` reads it. /healthz, /readyz, /metrics, the docs and the page stay open.
+`api.deps.get_owner` reads it. /healthz, /readyz, /metrics, the docs, the page and
+/v1/options (the fit options, as the OpenAPI schema lists them) stay open.
 
 With no key ever created (and NEXP_REQUIRE_KEYS unset) auth is off: a single user on this
 machine, whose jobs have no owner. `python -m api` then serves 127.0.0.1 only (api.__main__), and
@@ -37,6 +38,7 @@ from service.context import Context
 from service.settings import Settings
 
 PROTECTED = "/v1/"
+OPEN = frozenset({"/v1/options", "/v1/kinds"})  # what the open /openapi.json says: the page needs them
 # RFC 6750 section 3: a 401 names the scheme the client should use.
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="nexp"'}
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -90,7 +92,7 @@ class ApiKeyAuth:
         self.context = context  # read per request: the context exists once the app started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED):
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED) or scope["path"] in OPEN:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -102,8 +104,8 @@ class ApiKeyAuth:
             check_site(scope["method"], headers, ctx.settings)
         except ApiError as e:
             # Connection: close, as for a 413: the client may still be sending a body nobody reads.
-            headers = {**(e.headers or {}), "Connection": "close"}
-            response = problem_response(e.status, e.code, e.title, e.detail, scope["path"], headers)
+            closing = {**(e.headers or {}), "Connection": "close"}
+            response = problem_response(e.status, e.code, e.title, e.detail, scope["path"], closing)
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["owner"] = owner

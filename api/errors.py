@@ -7,7 +7,7 @@ unknown routes) and unexpected exceptions go through the same writer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,7 +38,7 @@ class Problem(BaseModel):
 
 
 def problem_response(status: int, code: str, title: str, detail: str, instance: str | None = None,
-                     headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+                     headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = {"type": f"urn:nexp:problem:{code}", "title": title, "status": status, "code": code,
             "detail": detail, "instance": instance, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)

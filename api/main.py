@@ -21,7 +21,7 @@ from api import errors
 from api.auth import ApiKeyAuth
 from api.metrics import JobsCollector, RequestMetrics
 from api.middleware import BodyGuard, Cors, RequestId, SecurityHeaders
-from api.routes import health, jobs, outputs, page
+from api.routes import health, jobs, kinds, options, outputs, page
 from api.services import Services
 from api.webhooks import deliver_forever
 from service import keys
@@ -131,6 +131,8 @@ def create_app() -> FastAPI:
     for module in (jobs, outputs):  # /v1: api.auth asks for a key
         app.include_router(module.router, responses=errors.problems(401, 403, 408))
     app.include_router(health.router)
+    app.include_router(options.router)  # open, as the OpenAPI schema is
+    app.include_router(kinds.router)  # open, likewise
     page.install(app)
     # The last middleware added runs first: metrics see every answer, the 401s and 413s included;
     # CORS answers preflights before auth; and a request without a valid key (or, while auth is

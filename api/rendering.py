@@ -213,7 +213,7 @@ class Renderer:
 
     async def render(self, job_id: str, output: str, query: dict[str, Any],
                      step: int | None = None) -> Rendered:
-        """kinds()[kind].outputs[output](model, meta, **query), from the checkpoint or (`step`)
+        """kinds()[kind].outputs[output].render(model, meta, **query), from the checkpoint or (`step`)
         the snapshot; raises ValueError on a bad query, RenderTimeout past the time limit."""
         key = (Source(job_id, step), output, tuple(sorted(query.items())))
         cached = self._outputs.get(key)
@@ -257,7 +257,7 @@ class Renderer:
                        query: dict[str, Any]) -> Rendered:
         source = key[0]
         loaded = await self.load(source.job_id, source.step)
-        renderer = kinds()[loaded.config["kind"]].outputs[output]
+        renderer = kinds()[loaded.config["kind"]].outputs[output].render
 
         def run() -> Rendered:
             with stop_check(budget.check):

@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model.network import ACTIVATIONS
-from model.options import MAX_SEED, MAX_TARGET_PSNR, MIN_TARGET_PSNR
-from model.presets import MAX_EXPERTS, MODELS, PRESETS, PRESETS_HELP
+from model.options import LoadOptions, default_of, option_of, user_options, value_type
 from model.signals import kinds
-from service.jobs import Delivery, Job, Status, WebhookDelivery
+from service.jobs import FINISHED, Delivery, Job, Status, WebhookDelivery, utcnow
 from service.webhooks import MAX_URL_CHARS, check_url
 
 WebhookEvent = Literal["start", "progress", "completed"]
 DEFAULT_WEBHOOK_EVENTS: list[WebhookEvent] = ["completed"]
 WEBHOOK_FIELDS = frozenset({"webhook", "webhook_events"})
 """JobCreate's fields that are not fit options."""
+LOAD_FIELDS = frozenset(f.name for f in fields(LoadOptions))
+"""JobCreate's fields that tell how to read the upload, not how to fit it."""
+
+
+API_OPTIONS = {f.name: f for f in user_options() if option_of(f).api}
+"""The fit options a job's form takes; the service decides the others (device, compile)."""
+
+
+def fit_field(name: str) -> Any:
+    """JobCreate's field for the declared option `name`: its default, bounds, choices and help.
+    A choice is checked against its registry after the form is read (api.uploads), so the 422
+    names the choices as the fit code does; the schema lists them as an enum."""
+    declared = API_OPTIONS[name]
+    spec = option_of(declared)
+    return Field(
+        default_of(declared), description=spec.help + spec.service_note, ge=spec.ge, gt=spec.gt,
+        le=spec.le, allow_inf_nan=False if value_type(name) is float else None,
+        json_schema_extra={"enum": list(spec.names())} if spec.choices else None,
+    )
 
 
 class JobCreate(BaseModel):
@@ -25,28 +43,19 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    preset: str = Field("fast", description=PRESETS_HELP, json_schema_extra={"enum": list(PRESETS)})
-    steps: int | None = Field(None, ge=1, description="Training steps (default: the preset's).")
-    lr: float | None = Field(None, gt=0, allow_inf_nan=False,
-                             description="Adam learning rate (default: the preset's).")
-    model: str = Field("neural-experts", description="Architecture.",
-                       json_schema_extra={"enum": list(MODELS)})
-    experts: int | None = Field(None, ge=2, le=MAX_EXPERTS,
-                                description="Number of experts K (default: per kind).")
-    activation: str = Field("sine", json_schema_extra={"enum": list(ACTIVATIONS)})
-    protocol: str | None = Field(None, description='"paper": the paper\'s image protocol '
-                                 "(Lanczos downscale by 4, centre 128x128 crop).")
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    top_k: int | None = Field(None, ge=1, le=MAX_EXPERTS,
-                              description="Train each point on its top-k experts only, 1..K "
-                              "(default: all K, the paper's dense loss).")
-    time_budget_s: float | None = Field(
-        None, gt=0, allow_inf_nan=False,
-        description="Seconds the fit may take, up to the service's time limit; its schedule is "
-        "laid over them (default: NEXP_DEFAULT_TIME_BUDGET_S when `steps` is not set either).")
-    target_psnr: float | None = Field(
-        None, ge=MIN_TARGET_PSNR, le=MAX_TARGET_PSNR, allow_inf_nan=False,
-        description="dB, images and audio: stop once the fit reaches it.")
+    # One line per declared fit option (model.options): its default, bounds, choices and help
+    # come from there; `check_declared` below checks that the two lists agree.
+    preset: str = fit_field("preset")
+    steps: int | None = fit_field("steps")
+    lr: float | None = fit_field("lr")
+    model: str = fit_field("model")
+    experts: int | None = fit_field("experts")
+    activation: str = fit_field("activation")
+    seed: int = fit_field("seed")
+    top_k: int | None = fit_field("top_k")
+    time_budget_s: float | None = fit_field("time_budget_s")
+    target_psnr: float | None = fit_field("target_psnr")
+    protocol: str | None = fit_field("protocol")
     webhook: str | None = Field(
         None, max_length=MAX_URL_CHARS, description="An http(s) URL the service POSTs the job to "
         "(as GET /v1/jobs/{id} returns it) on each of `webhook_events`, signed as Standard Webhooks "
@@ -88,8 +97,19 @@ class JobCreate(BaseModel):
         return self
 
     def fit_options(self) -> dict[str, Any]:
-        """The options that model.fit takes (all but the webhook's and `protocol`, a loader's)."""
-        return self.model_dump(exclude={"protocol", *WEBHOOK_FIELDS})
+        """The options that model.fit takes (all but the webhook's and the loader's)."""
+        return self.model_dump(exclude={*LOAD_FIELDS, *WEBHOOK_FIELDS})
+
+
+def check_declared(form: type[BaseModel]) -> None:
+    """A declared option that `form` lacks, or a field it has that none declares, is an error
+    at import, not a form that silently offers less than the CLI."""
+    missing = set(API_OPTIONS) ^ (set(form.model_fields) - WEBHOOK_FIELDS)
+    if missing:
+        raise TypeError(f"{form.__name__} and model.options disagree on {sorted(missing)}")
+
+
+check_declared(JobCreate)
 
 
 class ProgressPublic(BaseModel):
@@ -98,8 +118,28 @@ class ProgressPublic(BaseModel):
     loss: float | None
     metric: float | None
     metric_name: str = Field(description="What `metric` measures for this kind (psnr, mse...).")
-    eta_s: float | None
-    stage: str = Field(description="pretrain | fit | experts")
+    eta_s: float | None = Field(description="Seconds left; null once the job has ended.")
+    stage: str = Field(description="pretrain | fit | experts (the experts-only part of fitting) "
+                                   "| evaluate")
+
+
+class HistoryPublic(BaseModel):
+    """The progress reports so far, as columns: at most a few hundred points, evenly spaced."""
+
+    every: int = Field(description="Points lie at steps that are multiples of this (it doubles "
+                                   "as the fit grows), and the last one at the latest step.")
+    step: list[int]
+    loss: list[float | None]
+    metric: list[float | None] = Field(description="As progress's `metric` (`metric_name`).")
+
+
+class StagePublic(BaseModel):
+    name: Literal["pretrain", "fit", "evaluate"] = Field(
+        description="pretrain: the manager's pretraining; fit: training (both stages); "
+                    "evaluate: the final metrics.")
+    started_at: datetime
+    ended_at: datetime | None = Field(description="null while it runs.")
+    elapsed_s: float = Field(description="Seconds in it: until it ended, the job ended, or now.")
 
 
 class JobErrorPublic(BaseModel):
@@ -130,7 +170,8 @@ class WebhookPublic(BaseModel):
 
 class JobPublic(BaseModel):
     id: str
-    kind: str = Field(description="image, audio or sdf: detected from the upload's content.")
+    kind: str = Field(description="Detected from the upload's content: " + "; ".join(
+        f"{kind.name} ({kind.description})" for kind in kinds().values()) + ".")
     status: Status
     filename: str
     options: JobCreate
@@ -143,6 +184,13 @@ class JobPublic(BaseModel):
     resumed_from_step: int | None = Field(
         description="The training step the latest delivery resumed from (its worker had died and "
         "left a snapshot); null when the fit never resumed.")
+    snapshot_step: int | None = Field(
+        description="While it runs: the step of the fit's latest snapshot, which the outputs "
+        "preview (X-Fit-Step); null before the first snapshot and once the job has ended.")
+    stages: list[StagePublic] = Field(description="The stages the fit has gone through, in order.")
+    history: HistoryPublic | None = Field(
+        description="The loss and metric curve; null in job lists (read the job for it) and "
+        "until a worker takes the job.")
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime
@@ -179,9 +227,9 @@ def query_body_bytes(max_points: int) -> int:
 
 class QueryCreate(BaseModel):
     coords: list[Coordinate] = Field(
-        min_length=1, description="Points (N, d) in the model's input frame: (row, column) in "
-        "[-1, 1]^2 for images, time in [-100, 100] for audio, (x, y, z) in [-1.2, 1.2]^3 for SDF; any "
-        f"point within +-{COORD_LIMIT:g} is answered (outside the frame, by extrapolation).",
+        min_length=1, description="Points (N, d) in the model's input frame: "
+        + ", ".join(f"{kind.coordinates} for {kind.name}" for kind in kinds().values())
+        + f"; any point within +-{COORD_LIMIT:g} is answered (outside the frame, by extrapolation).",
     )
 
 
@@ -197,20 +245,39 @@ def job_urls(job_id: str, kind: str) -> dict[str, str]:
     return {"self": base, **{name: f"{base}/{name}" for name in actions}}
 
 
-def job_public(job: Job) -> JobPublic:
+def job_public(job: Job, with_history: bool = True) -> JobPublic:
+    """The job as the API shows it; `with_history` False leaves out the curve (job lists)."""
     kind = kinds().get(job.kind)
     progress = None
     if job.progress is not None:
         progress = ProgressPublic(**job.progress, metric_name=kind.metric_name if kind else "metric")
+        if job.status in FINISHED:  # nothing is left to wait for, whatever the last report said
+            progress.eta_s = None
+    history = HistoryPublic(**job.history) if with_history and job.history else None
     return JobPublic(
         id=job.id, kind=job.kind, status=Status(job.status), filename=job.filename,
         options=JobCreate(**job.options), progress=progress, metrics=job.metrics,
         error=JobErrorPublic(**job.error) if job.error else None, attempts=job.attempts,
-        resumed_from_step=job.resumed_from_step, cancel_requested=job.cancel_requested,
+        resumed_from_step=job.resumed_from_step, snapshot_step=job.snapshot_step,
+        stages=stages_public(job), history=history, cancel_requested=job.cancel_requested,
         created_at=job.created_at, updated_at=job.updated_at, started_at=job.started_at,
         finished_at=job.finished_at,
         urls=job_urls(job.id, job.kind), webhook=webhook_public(job),
     )
+
+
+def stages_public(job: Job) -> list[StagePublic]:
+    """The job's stages with their time so far; a stage still open when the job ended (a
+    cancel, a failure, a lost worker) ends with it."""
+    until = job.finished_at or utcnow()
+    stages = []
+    for item in job.stages or []:
+        stage = StagePublic(name=item["name"], started_at=item["started_at"],
+                            ended_at=item["ended_at"], elapsed_s=0.0)
+        end = stage.ended_at or until
+        stage.elapsed_s = max(0.0, (end - stage.started_at).total_seconds())
+        stages.append(stage)
+    return stages
 
 
 def webhook_public(job: Job) -> WebhookPublic | None:

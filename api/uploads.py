@@ -21,7 +21,7 @@ from api.errors import ContentTypeMismatch, InvalidOption, InvalidUpload, OverLi
 from api.schemas import JobCreate
 from model.options import FitOptions
 from model.presets import model_config, preset
-from model.signals import Signal, SignalError, identify
+from model.signals import Signal, SignalError, identify, kinds
 from service.settings import Settings
 
 COPY_CHUNK = 1 << 20
@@ -35,8 +35,6 @@ SIGNAL_TITLES = {
     415: "Unknown file type",
     422: "The upload is not a usable signal",
 }
-# Declared media-type families that name a kind. Others (application/octet-stream...) say nothing.
-DECLARED_KINDS = {"image": "image", "audio": "audio", "model": "sdf"}
 
 
 @dataclass(frozen=True)
@@ -97,9 +95,15 @@ def validate(upload: Spooled, options: JobCreate, settings: Settings) -> tuple[s
     return kind.name, suffix
 
 
+def declared_kind(declared_type: str) -> str | None:
+    """The kind whose media family (image/*...) a client declared its upload as; None for the
+    families no kind claims (application/octet-stream...), which say nothing."""
+    family = declared_type.split("/", 1)[0].strip().lower()
+    return next((k.name for k in kinds().values() if k.media_family == family), None)
+
+
 def check_declared_type(upload: Spooled, kind: str) -> None:
-    family = upload.declared_type.split("/", 1)[0].strip().lower()
-    declared = DECLARED_KINDS.get(family)
+    declared = declared_kind(upload.declared_type)
     if declared is not None and declared != kind:
         raise ContentTypeMismatch(
             f"{upload.filename} was sent as {upload.declared_type}, but its content is "

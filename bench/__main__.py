@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bench import audio, fast, quality, sdf, soak, sparse, speed
+from bench import audio, fast, faults, quality, realsize, sdf, soak, sparse, speed
 from bench.data import bench_data
 from bench.report import RESULTS_DIR, Section, save
 from model.signals import load_signal
@@ -47,8 +47,10 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], Section]] = {
     "audio": _fresh_cache(audio.run, "audio"),
     "sdf": _fresh_cache(sdf.run, "meshes"),
     "sparse": _fresh_cache(sparse.run, "images", "kodak"),
+    "realsize": _fresh_cache(realsize.run),
     "soak": soak.run_soak,
     "load": soak.run_load,
+    "faults": faults.run,
 }
 
 
@@ -64,6 +66,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--record", action="store_true", help="write the tables into bench/RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR,
                         help="folder for each section's JSON and tables")
+    parser.add_argument("--budgets", type=float, nargs="+", help="realsize: image fit budgets in s")
     parser.add_argument("--duration", type=float, default=180, help="soak: seconds of load")
     parser.add_argument("--quick", action="store_true", help=f"soak: {soak.QUICK_S} s only")
     parser.add_argument("--clients", type=int, default=4,

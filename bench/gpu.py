@@ -149,8 +149,7 @@ def warm_pretraining(signal: ImageSignal, cache: Path, steps: int | None) -> flo
     paper = cut(PRESETS["paper"], steps)
     model = build_model(signal, FitOptions()).to(signal.pixels.device)
     started = time.perf_counter()
-    pretrained_model(model, signal.grid, paper.pretrain, paper.pretrain_steps,
-                     paper.pretrain_max_points, 0, cache, lr=paper.pretrain_lr)
+    pretrained_model(model, signal.grid, paper.pretraining(seed=0), cache)
     return time.perf_counter() - started
 
 

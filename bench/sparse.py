@@ -15,7 +15,7 @@ from bench.report import Section, cpu_name, table
 from bench.speed import our_step
 from bench.timing import interleaved
 from model.fit import FitOptions, fit
-from model.network import CPU_BATCH_ROWS, NeuralExperts
+from model.network import CPU_BATCH_ROWS, ModelConfig, NeuralExperts
 from model.presets import model_config
 from model.signals import load_signal
 from model.signals.base import Batch
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, kodak: Path, cache: Path) -> Section:
     section = Section("sparse")
     signal = load_signal(kodak / f"{QUALITY_IMAGE}.png", protocol="paper")
     assert isinstance(signal, ImageSignal)
-    steps = _step_times(args, signal)
+    steps = step_times(args, signal)
     section.add(f"### Training step against K, {steps['points']:,} points, "
                 f"{torch.get_num_threads()} threads, CPU: {cpu_name()}\n")
     section.add(table(["K", "dense ms", f"sparse k={SPARSE_K} ms", "dense / sparse",
@@ -54,15 +54,18 @@ def run(args: argparse.Namespace, kodak: Path, cache: Path) -> Section:
     return section
 
 
-def _step_times(args: argparse.Namespace, signal: ImageSignal) -> dict[str, object]:
-    batch = Batch(signal.grid.coords(), signal.pixels)
-    if args.steps:
-        batch = Batch(batch.coords[:DRY_RUN_POINTS], batch.target[:DRY_RUN_POINTS])
+def step_times(args: argparse.Namespace, signal: ImageSignal, config: ModelConfig | None = None,
+               points: int | None = None) -> dict[str, object]:
+    """A step's median time at each K of K_SWEEP, dense and sparse, for `config` (default: the
+    paper's image model) with its K replaced, on the signal's first `points` pixels (all)."""
+    points = DRY_RUN_POINTS if args.steps else points
+    batch = Batch(signal.grid.coords()[:points], signal.pixels[:points])
     repeats = args.steps or args.repeats
+    base_config = config or model_config("neural-experts", "image", 2, 3)
     candidates: dict[tuple[int, str], Callable[[], object]] = {}
     for k in K_SWEEP:
         torch.manual_seed(0)
-        model = NeuralExperts(replace(model_config("neural-experts", "image", 2, 3), n_experts=k))
+        model = NeuralExperts(replace(base_config, n_experts=k))
         candidates[(k, "dense")] = our_step(model, signal, batch, None, CPU_BATCH_ROWS)
         candidates[(k, "sparse")] = our_step(model, signal, batch, None, CPU_BATCH_ROWS, top_k=SPARSE_K)
     # Every K in one interleaved run: a busy spell on the shared machine hits all rows alike.

@@ -10,8 +10,10 @@ Bad input exits with status 2 and one line on stderr saying why.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import Field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -22,59 +24,62 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from model import checkpoint
 from model.fit import FitCanceled, FitDiverged, fit, resolve_device
 from model.fit import Progress as FitProgress
-from model.network import ACTIVATIONS
-from model.options import MAX_SEED, MAX_TARGET_PSNR, MIN_TARGET_PSNR, FitOptions
-from model.presets import MAX_EXPERTS, MODELS, PRESETS, PRESETS_HELP
-from model.signals import SignalError, kinds, load_signal
+from model.options import FitOptions, default_of, option_of, option_types, user_options
+from model.signals import Option, SignalError, SignalKind, kinds, load_signal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 DEFAULT_CACHE = Path.home() / ".cache" / "nexp"
-
-# Choices come from the registries, so a new preset, model or activation appears here by itself.
-Preset = StrEnum("Preset", {name: name for name in PRESETS})  # type: ignore[misc]
-ModelName = StrEnum("ModelName", {name: name for name in MODELS})  # type: ignore[misc]
-ActivationName = StrEnum("ActivationName", {name: name for name in ACTIVATIONS})  # type: ignore[misc]
-Protocol = StrEnum("Protocol", {"paper": "paper"})  # type: ignore[misc]
-
 
 def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
+def _option_parameter(declared: Field[Any], hint: Any) -> inspect.Parameter:
+    """A typer option for a declared fit option: its help, bounds and choices."""
+    spec = option_of(declared)
+    default = default_of(declared) if spec.cli_default is None else spec.cli_default
+    if spec.choices:
+        # An enum of the registry as it is now, so a new preset, model or activation shows here.
+        choices = StrEnum(declared.name.title(), {name: name for name in spec.names()})  # type: ignore[misc]
+        hint = choices if default is not None else choices | None
+        default = None if default is None else choices(default)
+    low = spec.ge if spec.ge is not None else spec.gt  # an open bound is FitOptions' to refuse
+    typer_option = typer.Option(*(spec.flag,) if spec.flag else (), help=spec.help, min=low, max=spec.le)
+    return inspect.Parameter(declared.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[hint, typer_option])
+
+
+def with_fit_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` (which takes **options) one CLI option per declared fit option."""
+    hints = option_types()
+    declared = [_option_parameter(f, hints[f.name]) for f in user_options()]
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    own_options = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]  # listed last
+    positional = [p for p in own if p not in own_options]
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*positional, *declared, *own_options])
+    return command
+
+
 @app.command("fit")
+@with_fit_options
 def fit_command(
     input: Annotated[Path, typer.Argument(help="Image, audio clip, point cloud or mesh.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the checkpoint and outputs.")],
-    preset: Annotated[Preset, typer.Option(help=PRESETS_HELP)] = Preset["fast"],  # type: ignore[valid-type]
-    steps: Annotated[int | None, typer.Option(min=1, help="Override the preset's steps.")] = None,
-    lr: Annotated[float | None, typer.Option(min=0.0, help="Override the preset's lr.")] = None,
-    model: Annotated[ModelName, typer.Option()] = ModelName["neural-experts"],  # type: ignore[valid-type]
-    experts: Annotated[int | None, typer.Option(min=2, max=MAX_EXPERTS, help="Number of experts K.")] = None,
-    activation: Annotated[ActivationName, typer.Option()] = ActivationName["sine"],  # type: ignore[valid-type]
-    protocol: Annotated[Protocol | None,  # type: ignore[valid-type]
-        typer.Option(help="paper: Lanczos /4 + 128x128 crop.")] = None,
-    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    compile: Annotated[bool, typer.Option(help="torch.compile the training step.")] = False,
-    top_k: Annotated[int | None, typer.Option(min=1, max=MAX_EXPERTS,
-        help="Train each point on its top-k experts only (default: all K, the paper's loss).")] = None,
-    time_budget: Annotated[float | None, typer.Option(min=0.0,
-        help="Seconds the fit may take; its schedule is laid over them.")] = None,
-    target_psnr: Annotated[float | None, typer.Option(min=MIN_TARGET_PSNR, max=MAX_TARGET_PSNR,
-        help="dB (images, audio): stop once the fit reaches it.")] = None,
+    *,
     cache_dir: Annotated[Path, typer.Option(help="Pretrained-manager cache.")] = DEFAULT_CACHE,
+    **chosen: Any,
 ) -> None:
     """Fit a Neural Experts model (or a baseline) to INPUT and write it to --out."""
+    values = {name: getattr(value, "value", value) for name, value in chosen.items()}  # enums
     try:
+        options = FitOptions(**{f.name: values[f.name] for f in fields(FitOptions)})
         # The signal's tensors live where the fit runs.
-        options = FitOptions(
-            preset=preset.value, steps=steps, lr=lr, model=model.value, experts=experts,
-            activation=activation.value, seed=seed, device=str(resolve_device(device)), compile=compile,
-            top_k=top_k, time_budget_s=time_budget, target_psnr=target_psnr,
-        )
-        signal = load_signal(input, protocol=protocol.value if protocol else None, device=options.device)
+        options = replace(options, device=str(resolve_device(options.device)))
+        signal = load_signal(input, protocol=values["protocol"], device=options.device)
         with _progress_bar() as report:
             result = fit(signal, options, on_progress=report, cache_dir=cache_dir)
     except (SignalError, ValueError, FitDiverged) as e:
@@ -124,18 +129,20 @@ def _render(folder: Path, kind: str, output: str, **query: Any) -> bytes:
     if config["kind"] != kind:
         fail(f"{folder} holds an {config['kind']} model; this command renders {kind} models")
     try:
-        rendered: bytes = kinds()[kind].outputs[output](model, config["signal"], **query).data
+        rendered: bytes = kinds()[kind].outputs[output].render(model, config["signal"], **query).data
     except ValueError as e:
         fail(str(e))
     return rendered
 
 
-def _kind_of_checkpoint(folder: Path) -> str:
+def _kind_of_checkpoint(folder: Path) -> SignalKind:
     try:
-        kind: str = checkpoint.read_config(folder)["kind"]
+        name: str = checkpoint.read_config(folder)["kind"]
     except (FileNotFoundError, ValueError, KeyError) as e:
         fail(f"cannot load checkpoint {folder}: {e}")
-    return kind
+    if name not in kinds():
+        fail(f"{folder} holds a model of kind {name!r}, which this nexp does not know")
+    return kinds()[name]
 
 
 def _check_suffix(output: Path, *suffixes: str) -> None:
@@ -144,36 +151,70 @@ def _check_suffix(output: Path, *suffixes: str) -> None:
         fail(f"{output.name}: this render writes {' or '.join(suffixes)}; name the output so")
 
 
+RENDERED = ("reconstruction", "experts")  # what `nexp render` writes: --experts picks the second
+
+
+def render_suffixes() -> str:
+    """What -o may end with, by kind: "audio: .wav .json .png; image: .png"."""
+    by_kind = {kind.name: dict.fromkeys(suffix for name in RENDERED if name in kind.outputs
+                                        for suffix in kind.outputs[name].suffixes)
+               for kind in kinds().values()}
+    return "; ".join(f"{kind}: {' '.join(suffixes)}" for kind, suffixes in by_kind.items() if suffixes)
+
+
+def render_options() -> dict[str, dict[str, Option]]:
+    """option name -> {kind: its declaration}: the options the kinds declare for what `nexp
+    render` writes, but those the output file's extension gives (from_suffix)."""
+    declared: dict[str, dict[str, Option]] = {}
+    for kind in kinds().values():
+        for option in (o for name in RENDERED if name in kind.outputs
+                       for o in kind.outputs[name].options if o.cli and not o.from_suffix):
+            declared.setdefault(option.name, {})[kind.name] = option
+    return declared
+
+
+def _render_parameter(name: str, by_kind: dict[str, Option]) -> inspect.Parameter:
+    option = next(iter(by_kind.values()))
+    help = "; ".join(f"{kind}: {o.description}" for kind, o in by_kind.items())
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        option.type | None, typer.Option(min=option.minimum, help=help)])
+
+
+def with_render_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` (which takes **options) one CLI option per declared render option."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    declared = [_render_parameter(name, by_kind) for name, by_kind in render_options().items()]
+    command.__signature__ = signature.replace(parameters=[*own, *declared])  # type: ignore[attr-defined]
+    return command
+
+
 @app.command()
+@with_render_options
 def render(
     folder: Annotated[Path, typer.Argument(help="A folder written by `nexp fit`.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="PNG for images, WAV for audio.")],
-    width: Annotated[int | None, typer.Option(min=1)] = None,
-    height: Annotated[int | None, typer.Option(min=1)] = None,
-    sample_rate: Annotated[int | None, typer.Option(min=1)] = None,
+    output: Annotated[Path, typer.Option("-o", "--output",
+                                         help=f"Its extension names the format ({render_suffixes()}).")],
     experts: Annotated[bool, typer.Option(help="Render the expert map instead.")] = False,
+    **options: Any,
 ) -> None:
-    """Render an image at any size or an audio clip at any sample rate."""
+    """Render what a fit holds, with its kind's options: an image at any size, an audio clip at
+    any sample rate..."""
     kind = _kind_of_checkpoint(folder)
-    name = "experts" if experts else "reconstruction"
-    if kind == "image":
-        if sample_rate is not None:
-            fail("--sample-rate applies to audio models; this is an image model")
-        _check_suffix(output, ".png")
-        data = _render(folder, kind, name, width=width, height=height)
-    elif kind == "audio":
-        if width is not None or height is not None:
-            fail("--width/--height apply to image models; this is an audio model")
-        query: dict[str, Any] = {"sample_rate": sample_rate}
-        if experts:
-            _check_suffix(output, ".json", ".png")
-            query["format"] = output.suffix.lower().lstrip(".")
-        else:
-            _check_suffix(output, ".wav")
-        data = _render(folder, kind, name, **query)
-    else:
-        fail(f"{folder} holds an {kind} model: use `nexp mesh`")
-    output.write_bytes(data)
+    name = RENDERED[experts]
+    spec = kind.outputs.get(name)
+    if spec is None:
+        fail(f"{folder} holds an {kind.name} model: use `nexp {' or '.join(kind.outputs)}`")
+    asked = {option: value for option, value in options.items() if value is not None}
+    for option in asked:
+        if spec.option(option) is None:
+            owners = " or ".join(render_options()[option])
+            fail(f"--{option.replace('_', '-')} applies to {owners} models; this is an "
+                 f"{kind.name} model")
+    _check_suffix(output, *spec.suffixes)
+    # The format comes from the extension: experts.png, experts.json.
+    named = {o.name: output.suffix.lower().lstrip(".") for o in spec.options if o.from_suffix}
+    output.write_bytes(_render(folder, kind.name, name, **asked, **named))
     typer.echo(f"wrote {output}")
 
 

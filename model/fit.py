@@ -10,16 +10,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from model.network import NeuralExperts, count_parameters, train_rows
+from model.network import ModelConfig, NeuralExperts, count_parameters, train_rows
 from model.options import TARGET_METRICS, FitOptions
-from model.presets import FitPreset, model_config
+from model.presets import DENSE_MAX_EXPERTS, FitPreset, model_config, sized_config
 from model.pretrain import pretrained_model
 from model.signals import kinds
 from model.signals.base import Batch, Signal
@@ -56,7 +56,7 @@ class Progress:
     loss: float
     metric: float
     eta_s: float
-    stage: str  # "pretrain" | "fit" | "experts"
+    stage: str  # "pretrain" | "fit" | "experts" | "evaluate"
 
 
 @dataclass
@@ -102,12 +102,31 @@ def balance_loss(logits: Tensor) -> Tensor:
     return k * (share * q.mean(0)).sum()
 
 
-def build_model(signal: Signal, options: FitOptions) -> NeuralExperts:
-    config = model_config(
-        options.model, signal.task, signal.in_dim, signal.out_dim, options.activation, options.experts
-    )
+def build_model(signal: Signal, options: FitOptions, schedule: FitPreset | None = None) -> NeuralExperts:
+    """The model `options` name for `signal`; `schedule` (default: the options' preset) says
+    whether Neural Experts is sized from the signal."""
+    if options.model == "neural-experts" and (schedule or options.schedule()).size_aware:
+        config = sized_config(signal.task, signal.in_dim, signal.out_dim, signal_shape(signal),
+                              options.activation, options.experts)
+    else:
+        config = model_config(options.model, signal.task, signal.in_dim, signal.out_dim,
+                              options.activation, options.experts)
     torch.manual_seed(options.seed)
     return NeuralExperts(config)
+
+
+def signal_shape(signal: Signal) -> tuple[int, ...]:
+    """What the size rule reads: the sample grid (images, audio), or (input points,) for 3D,
+    whose grid is the fixed pretraining lattice."""
+    points = signal.meta().get("points") if signal.task == "sdf" else None
+    return (int(points),) if points else signal.grid.shape
+
+
+def train_top_k(options: FitOptions, schedule: FitPreset, config: ModelConfig) -> int | None:
+    """The user's top k, else the schedule's for a model past DENSE_MAX_EXPERTS; None: dense."""
+    if options.top_k is None and schedule.sparse_top_k and config.n_experts > DENSE_MAX_EXPERTS:
+        return schedule.sparse_top_k
+    return options.sparse_k(config)
 
 
 def fit(
@@ -139,7 +158,7 @@ def fit(
         raise ValueError(f"lr must be > 0, got {schedule.lr}")
     device = resolve_device(options.device)
     torch.set_float32_matmul_precision("highest")  # docs/method.md#precision: fp32, no TF32
-    model = build_model(signal, options).to(device)
+    model = build_model(signal, options, schedule).to(device)
     options.check_for(signal, model.config)
 
     report = on_progress or (lambda p: None)
@@ -152,10 +171,8 @@ def fit(
     if resume is None:
         report(Progress(0, schedule.steps, math.nan, math.nan, math.nan, "pretrain"))
         pretrained_model(
-            model, signal.grid, schedule.pretrain, schedule.pretrain_steps,
-            schedule.pretrain_max_points, options.seed, cache_dir,
-            signal.grid_values() if schedule.pretrain == "kmeans" else None, schedule.pretrain_lr,
-            check_cancel,
+            model, signal.grid, schedule.pretraining(options.seed), cache_dir,
+            signal.grid_values() if schedule.pretrain == "kmeans" else None, check_cancel,
         )
     else:
         model.load_state_dict(resume.model_state)  # the snapshot's weights replace pretraining
@@ -169,13 +186,22 @@ def fit(
         "signal": signal.meta(),
         "fit": {**asdict(options), "schedule": asdict(schedule)},
     }
-    clock = Clock(schedule.steps, options.steps, options.time_budget_s, clock_started)
+    clock = Clock(schedule.steps, *_limits(options, schedule), clock_started)
     snapshots = Snapshots(on_snapshot, snapshot_every_s, clock, config)
     history, stop_reason = _train(model, signal, schedule, options, clock, report, stop,
                                   snapshots, resume)
+    if history:  # the evaluation takes a while on a big signal: say so, not a frozen bar
+        report(replace(history[-1], stage="evaluate"))
     model.eval()
     metrics = signal.evaluate(model)
     return FitResult(model, metrics, config, history, stop_reason)
+
+
+def _limits(options: FitOptions, schedule: FitPreset) -> tuple[int | None, float | None]:
+    """(step cap, budget): the user's, or with neither the preset's steps and default budget."""
+    if options.steps is None and options.time_budget_s is None and schedule.time_budget_s:
+        return schedule.steps, schedule.time_budget_s
+    return options.steps, options.time_budget_s
 
 
 @dataclass
@@ -294,7 +320,7 @@ def _train(
     has_stage_two = model.manager is not None and first_stage < schedule.steps  # SIREN: one stage
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(options.seed)
-    top_k = options.sparse_k(model.config)
+    top_k = train_top_k(options, schedule, model.config)
     compiled = top_k is None and _should_compile(options, schedule)
     balance_weight = schedule.balance_weight or (SPARSE_BALANCE_WEIGHT if top_k else 0.0)
     rows = train_rows(device)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from model.encoding import HashGrid
+from model.kernels import activated, affine
 
 # --------------------------------------------------------------------------- activations + init
 
@@ -45,7 +48,7 @@ class Activation:
     fn_: Callable[[Tensor], Tensor] | None = None
     """In-place form, used where no gradient is needed (rendering): no new buffer per layer."""
     fused: bool = False
-    """Train through `_SineAffine`: one elementwise pass per layer in backward, not four."""
+    """Train through `SineAffine`: one elementwise pass per layer in backward, not four."""
 
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -70,104 +73,6 @@ def init_weight_(weight: Tensor, fan_in: int, first: bool, act: Activation) -> N
             weight.uniform_(-bound, bound)
 
 
-# --------------------------------------------------------------------------- fused sine layer
-#
-# Autograd's own backward of sin(addmm(b, x, W, alpha=s, beta=s)) recomputes cos(z), multiplies
-# it in, then scales the gradient by beta (for the bias) and the input gradient by alpha: four
-# full passes over every (N, width) activation. Profiled on the paper's image model, those
-# multiplies, cos and sums took a third of a training step (mul alone 22%). `_SineAffine` keeps
-# cos(z) from the forward (in z's own buffer) and puts the scale on the small weight in the
-# backward GEMMs, leaving one multiply and one bias reduction per layer.
-# Weights are (in, out) or stacked (K, in, out); inputs (N, in), (K, N, in), or (N, in) shared
-# by K stacked weights (the experts' first layer).
-
-
-def _affine(x: Tensor, weight: Tensor, bias: Tensor, scale: float) -> Tensor:
-    """scale * (x @ W + b) as one GEMM: (N, out) for a 2-D weight, (K, N, out) for a stacked one."""
-    if weight.dim() == 2:
-        return torch.addmm(bias, x, weight, beta=scale, alpha=scale)
-    if x.dim() == 2 and not _tracks_grad(x, weight, bias):
-        # A shared input: K GEMMs into one buffer ran at GEMM peak (6.3 ms for 4096 rows, K = 4),
-        # where baddbmm on a stride-0 expand copies it first (7.2 ms). out= has no autograd, so
-        # the expand stays for the differentiable case.
-        out = x.new_empty(weight.shape[0], x.shape[0], weight.shape[2])
-        for k in range(weight.shape[0]):
-            torch.addmm(bias[k, 0], x, weight[k], beta=scale, alpha=scale, out=out[k])
-        return out
-    if x.dim() == 2:
-        x = x.expand(weight.shape[0], *x.shape)
-    return torch.baddbmm(bias, x, weight, beta=scale, alpha=scale)
-
-
-def _tracks_grad(*tensors: Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-def _affine_grad_input(g: Tensor, weight: Tensor, shared: bool, scale: float) -> Tensor:
-    """d(scale * x @ W)/dx applied to g; a shared input sums its K experts' gradients.
-
-    The scale goes on the small weight, not on the (N, in) result: no extra full pass.
-    """
-    scaled = weight * scale
-    if weight.dim() == 2:
-        return torch.mm(g, scaled.T)
-    if not shared:
-        return torch.bmm(g, scaled.transpose(1, 2))
-    # Accumulating K GEMMs into one (N, in) buffer beat bmm + sum(0) (no (K, N, in) temporary).
-    out = torch.mm(g[0], scaled[0].T)
-    for k in range(1, weight.shape[0]):
-        out.addmm_(g[k], scaled[k].T)
-    return out
-
-
-def _affine_grad_weight(x: Tensor, g: Tensor, scale: float) -> Tensor:
-    """d(scale * x @ W)/dW applied to g: (in, out), or (K, in, out) for stacked weights."""
-    if g.dim() == 2:
-        return torch.mm(x.T, g).mul_(scale)
-    xt = x.T.expand(g.shape[0], *x.T.shape) if x.dim() == 2 else x.transpose(1, 2)
-    return torch.bmm(xt, g).mul_(scale)
-
-
-class _SineAffine(torch.autograd.Function):
-    """sin(scale * (x @ W + b)) with a backward of one multiply per element (see above)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, scale: float) -> Tensor:
-        z = _affine(x, weight, bias, scale)
-        y = torch.sin(z)
-        ctx.save_for_backward(x, weight, z.cos_())  # z is not needed again: its buffer holds cos
-        ctx.scale = scale
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, cos = ctx.saved_tensors
-        g = grad * cos  # dL/dz / scale: the scale rides on the GEMMs' alpha below
-        need_x, need_w, need_b, _ = ctx.needs_input_grad
-        s = ctx.scale
-        grad_x = _affine_grad_input(g, weight, x.dim() < g.dim(), s) if need_x else None
-        grad_w = _affine_grad_weight(x, g, s) if need_w else None
-        grad_b = g.sum(-2, keepdim=g.dim() == 3).mul_(s) if need_b else None
-        return grad_x, grad_w, grad_b, None
-
-
-def _activated(x: Tensor, weight: Tensor, bias: Tensor, scale: float, act: Activation) -> Tensor:
-    """act(scale * (x @ W + b)) by the cheapest path for whether gradients are needed."""
-    needs_grad = _tracks_grad(x, weight, bias)
-    # Under torch.compile the plain ops are better: inductor fuses sin, cos and the scales itself
-    # (a step measured 3% faster, and compiled in 8 s instead of 20 s, than through _SineAffine).
-    if needs_grad and act.fused and not torch.compiler.is_compiling():
-        out: Tensor = _SineAffine.apply(x, weight, bias, scale)
-        return out
-    z = _affine(x, weight, bias, scale)
-    return act.fn(z) if needs_grad else _activate(z, act)
-
-
-def _activate(z: Tensor, act: Activation) -> Tensor:
-    """act(z) where no gradient flows: in place when the activation allows (z is a temporary)."""
-    return act.fn(z) if act.fn_ is None else act.fn_(z)
-
-
 # --------------------------------------------------------------------------- layers
 
 
@@ -182,8 +87,8 @@ class Linear(nn.Module):
 
     def forward(self, x: Tensor, act: Activation | None = None) -> Tensor:  # (N, in) -> (N, out)
         if act is None:
-            return _affine(x, self.weight, self.bias, self.scale)
-        return _activated(x, self.weight, self.bias, self.scale, act)
+            return affine(x, self.weight, self.bias, self.scale)
+        return activated(x, self.weight, self.bias, self.scale, act)
 
 
 class ExpertsLinear(nn.Module):
@@ -198,8 +103,8 @@ class ExpertsLinear(nn.Module):
     def forward(self, x: Tensor, act: Activation | None = None) -> Tensor:
         """(N, in) shared by all experts, or (K, N, in) -> (K, N, out)."""
         if act is None:
-            return _affine(x, self.weight, self.bias, self.scale)
-        return _activated(x, self.weight, self.bias, self.scale, act)
+            return affine(x, self.weight, self.bias, self.scale)
+        return activated(x, self.weight, self.bias, self.scale, act)
 
 
 class FourierFeatures(nn.Module):
@@ -260,6 +165,7 @@ class MLP(nn.Module):
 # --------------------------------------------------------------------------- config
 
 Conditioning = Literal["none", "max", "mean", "concat"]
+Encoding = Literal["mlp", "grid"]
 
 
 @dataclass(frozen=True)
@@ -282,6 +188,19 @@ class ModelConfig:
     layers: int = 4
     fourier_frequencies: int = field(default=0)
     """Fourier-feature input size; set from the activation when 0 (encoder width / 2, as the reference)."""
+    encoding: Encoding = "mlp"
+    """E(x): "mlp", the paper's encoder (an MLP of `activation`); "grid", a multi-resolution hash grid
+    (model/encoding.py) whose features feed the experts and the manager (the manager keeps its own
+    MLP encoder). The grid_* fields apply to "grid" only."""
+    grid_levels: int = 16
+    grid_features: int = 2
+    """Features per level: E(x) has grid_levels * grid_features values."""
+    grid_log2_table: int = 17
+    """log2 of a level's table rows; a level with more vertices than that is hashed."""
+    grid_base_resolution: int = 16
+    grid_finest_resolution: int = 512
+    grid_bound: float = 1.0
+    """Coordinates span [-grid_bound, grid_bound] on every axis (images 1, audio 100, 3D 1.2)."""
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -290,11 +209,18 @@ class ModelConfig:
             raise ValueError(f"n_experts must be >= 1, got {self.n_experts}")
         if self.conditioning not in ("none", "max", "mean", "concat"):
             raise ValueError(f"conditioning {self.conditioning!r} not in none/max/mean/concat")
-        if self.conditioning in ("max", "mean") and self.encoder_width != self.manager_encoder_width:
+        if self.encoding not in ("mlp", "grid"):
+            raise ValueError(f"encoding {self.encoding!r} not in mlp/grid")
+        if self.conditioning in ("max", "mean") and self.encoded_dim != self.manager_encoder_width:
             raise ValueError(
                 f"{self.conditioning} conditioning needs equal encoder widths, got "
-                f"{self.encoder_width} and {self.manager_encoder_width}"
+                f"{self.encoded_dim} and {self.manager_encoder_width}"
             )
+
+    @property
+    def encoded_dim(self) -> int:
+        """Width of E(x), what every expert and the manager read."""
+        return self.grid_levels * self.grid_features if self.encoding == "grid" else self.encoder_width
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -323,17 +249,24 @@ class NeuralExperts(nn.Module):
         super().__init__()
         self.config = c = config
         act = ACTIVATIONS[c.activation]
-        self.expert_encoder = self._encoder(c.encoder_width, act)
+        self.expert_encoder = self._expert_encoder(act)
         self.experts = MLP(
-            c.encoder_width, c.expert_width, c.out_dim, c.layers, act, last_linear=True,
+            c.encoded_dim, c.expert_width, c.out_dim, c.layers, act, last_linear=True,
             n_parallel=c.n_experts,
         )
         self.manager_encoder: nn.Module | None = None
         self.manager: MLP | None = None
         if c.n_experts > 1:
             self.manager_encoder = self._encoder(c.manager_encoder_width, act)
-            manager_in = c.manager_encoder_width + (c.encoder_width if c.conditioning == "concat" else 0)
+            manager_in = c.manager_encoder_width + (c.encoded_dim if c.conditioning == "concat" else 0)
             self.manager = MLP(manager_in, c.manager_width, c.n_experts, c.layers, act, last_linear=True)
+
+    def _expert_encoder(self, act: Activation) -> nn.Module:
+        c = self.config
+        if c.encoding == "mlp":
+            return self._encoder(c.encoder_width, act)
+        return HashGrid(c.in_dim, c.grid_levels, c.grid_features, c.grid_log2_table,
+                        c.grid_base_resolution, c.grid_finest_resolution, c.grid_bound)
 
     def _encoder(self, width: int, act: Activation) -> nn.Module:
         c = self.config
@@ -458,9 +391,9 @@ class NeuralExperts(nn.Module):
         last = len(experts) - 1
         for i, (weights, biases, scale) in enumerate(experts):
             if i < last or not mlp.last_linear:
-                h = _activated(h, weights[k], biases[k][0], scale, mlp.act)
+                h = activated(h, weights[k], biases[k][0], scale, mlp.act)
             else:
-                h = _affine(h, weights[k], biases[k][0], scale)
+                h = affine(h, weights[k], biases[k][0], scale)
         return h
 
     def _check_coordinates(self, x: Tensor) -> None:

@@ -6,11 +6,12 @@ family of signal a model is built for: image (2 -> 3 or 2 -> 1), audio (1 -> 1),
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 from model.network import Conditioning, ModelConfig
-from model.pretrain import PRETRAIN_LR
+from model.pretrain import PRETRAIN_LR, Pretraining
 
 # (encoder, expert, manager encoder, manager, K) widths per task for Neural Experts.
 _EXPERTS_WIDTHS: dict[str, tuple[int, int, int, int, int]] = {
@@ -32,9 +33,9 @@ _SIREN_WIDTHS: dict[tuple[str, str], tuple[int, int]] = {
 
 MODELS = ("neural-experts", "vanilla-moe", "siren", "siren-wider")
 MAX_EXPERTS = 32
-"""The paper's ablation tried 2 to 8 experts. Training runs every expert on every point, so a
-step costs about K / 4 times the default's: 32 is already 8x, and K = 1000 was an upload away
-from a 50M-parameter model with gigabytes of activations per layer."""
+"""The paper's ablation tried 2 to 8 experts. Dense training runs every expert on every point, so
+a step costs about K / 4 times the default's (32 is already 8x; sparse top-k keeps it near flat,
+bench "sparse"), and K = 1000 was an upload away from a 50M-parameter model."""
 
 
 def model_config(
@@ -67,6 +68,61 @@ def model_config(
     )
 
 
+# --------------------------------------------------------------------------- the size rule
+# docs/method.md#the-size-rule. The paper's models were sized for its signals; a signal with g
+# times as many points gets K = 4 * 2^floor(log2(g) / 2) experts (twice as many per 4x the
+# points), within 4..MAX_EXPERTS, and an image beyond the paper's 128 x 128 gets a hash-grid
+# expert encoder, a table of a quarter to half its pixels per level (sine MLPs capped
+# what a fit of a full-size photo reached in a budget: bench/RESULTS.md, "realsize").
+
+PAPER_POINTS: dict[str, int] = {
+    "image": 128 * 128,  # the paper's Kodak crops
+    "audio": 1 << 18,  # ~6 s at 44.1 kHz: the SIREN clips run 3.7 to 12 s
+    "sdf": 250_000,  # surface samples this code takes from a mesh (docs/method.md, 3D inputs)
+}
+DEFAULT_BUDGET_S = 120.0
+"""The fast preset's cap on an audio or 3D fit: 300 steps of a large clip or mesh ran past 12
+minutes on a 2-core CPU (issue 13); a GPU ends at the steps well before it."""
+IMAGE_BATCH_POINTS = 16_384
+"""Pixels per step of the fast preset (a 128 x 128 image whole): on full-size kodim19 the rule's
+model reached 29.3 dB in 60 CPU-seconds with it, 22.7 with 65,536 (78 steps against 19)."""
+DENSE_MAX_EXPERTS = 4
+"""The paper's K: up to it a fit keeps the dense loss; past it a dense step costs ~K / 4 times."""
+SIZED_WIDTH = 64
+"""Expert, manager-encoder and manager width of a grid-encoded model: the grid holds the detail,
+so narrow MLPs suffice (instant-ngp's MLPs are 64 wide)."""
+GRID_TABLE_LOG2 = (14, 19)  # bounds on log2 of a level's table rows: 16k .. 512k
+GRID_BOUNDS = {"image": 1.0}  # coordinates span [-bound, bound] (model/signals/image.py)
+
+
+def sized_experts(task: str, points: int) -> int:
+    """K for a signal of `points` points (pixels, samples, 3D input points)."""
+    growth = max(1.0, points / PAPER_POINTS[_family(task)])
+    return min(MAX_EXPERTS, 4 * 2 ** math.floor(math.log2(growth) / 2))
+
+
+def sized_config(task: str, in_dim: int, out_dim: int, shape: tuple[int, ...],
+                 activation: str = "sine", n_experts: int | None = None) -> ModelConfig:
+    """The default preset's model for a signal of grid `shape` (images, audio) or `(points,)`
+    (3D): the paper's architecture up to the paper's signal size, then more experts, and for
+    images a hash-grid encoder sized from the pixels. `n_experts` (the user's --experts) wins."""
+    points = math.prod(shape)
+    base = model_config("neural-experts", task, in_dim, out_dim, activation, n_experts)
+    k = n_experts if n_experts is not None else sized_experts(task, points)
+    if _family(task) != "image" or points <= PAPER_POINTS["image"]:
+        return replace(base, n_experts=k)
+    log2_table = min(max(math.ceil(math.log2(points)) - 2, GRID_TABLE_LOG2[0]), GRID_TABLE_LOG2[1])
+    return replace(
+        base, n_experts=k, expert_width=SIZED_WIDTH, manager_encoder_width=SIZED_WIDTH,
+        manager_width=SIZED_WIDTH, encoding="grid", grid_log2_table=log2_table,
+        grid_finest_resolution=max(shape), grid_bound=GRID_BOUNDS["image"],
+    )
+
+
+def _family(task: str) -> str:
+    return "sdf" if task.startswith("sdf") else task
+
+
 @dataclass(frozen=True)
 class FitPreset:
     """A fit schedule. Every field has a reason; `paper` is the protocol of docs/method.md#schedule."""
@@ -96,6 +152,14 @@ class FitPreset:
     """Points per step: signals larger than this train on a fresh random subset each step."""
     report_every: int = 10
     """Steps between progress reports (each costs a host sync for the loss)."""
+    size_aware: bool = False
+    """Neural Experts sized from the signal (`sized_config`) instead of the paper's table."""
+    sparse_top_k: int | None = None
+    """Experts each point trains when K exceeds DENSE_MAX_EXPERTS and the user set no --top-k
+    (None: the paper's dense loss). k = 2 matched dense at K = 4 (bench "sparse")."""
+    time_budget_s: float | None = None
+    """Seconds a fit may take when the user sets neither steps nor a budget: it then ends at the
+    preset's steps or this budget, whichever comes first (None: the steps alone)."""
     task_changes: tuple[tuple[str, str, float], ...] = ()
     """(task, field, value): what signals of that task run differently, e.g. a rate tuned for
     images can stall audio, whose coordinates span [-100, 100] (see the fast preset)."""
@@ -108,6 +172,11 @@ class FitPreset:
             lr=self.lr if lr is None else lr,
             task_changes=tuple(c for c in self.task_changes if lr is None or c[1] != "lr"),
         )
+
+    def pretraining(self, seed: int) -> Pretraining:
+        """This schedule's manager pretraining, for a fit seeded with `seed`."""
+        return Pretraining(self.pretrain, self.pretrain_steps, self.pretrain_max_points, seed,
+                           self.pretrain_lr)
 
     def for_task(self, task: str) -> FitPreset:
         """This schedule as a fit of a `task` signal runs it: with that task's changes."""
@@ -127,42 +196,25 @@ PRESETS: dict[str, FitPreset] = {
         steps=30_000, lr=1e-5, lr_gamma=0.9999, experts_only_fraction=0.2,
         pretrain="random", pretrain_steps=3000, pretrain_max_points=1 << 30,
     ),
-    # A short schedule for seconds-to-minutes fits. Measured on Kodak at the paper's 128 x 128
-    # protocol, 300 steps, 2 threads (bench/RESULTS.md, sections "fast" and "quality"; PSNR on
-    # [0, 1], mean of kodim19 / kodim05 / kodim23 / kodim08):
-    # - this preset: 60.8 dB, three or four experts in use on each image; SIREN Base on the same
-    #   schedule 53.6 (at gamma 0.9995: 43.0; at lr 5e-4: 45.6). The paper's schedule at 300
-    #   steps, each model at its best rate, on kodim19: SIREN Base 51.5, Wider 53.6, NE 46.6.
-    # - the manager frozen at its pretrained bands for the first 30% of steps: each expert first
-    #   learns its band. With the manager trained from step 1, one or two experts took every
-    #   pixel within 300 steps (59.0 dB); frozen throughout: 48.8, so the manager's moves matter;
-    #   frozen for 20% / 50% (kodim19 and kodim05 only): 57.6 / 58.6 against 59.1 at 30%.
-    # - grid (band) pretraining. The paper's random map, frozen 30% too, did better here (63.9,
-    #   four experts on every image), but a per-pixel random map is learnable only where the
-    #   image has no more pixels than pretraining sees (pretrain_max_points); bands work at any
-    #   size. Trained from step 1, the random map collapsed onto one expert (kodim19, kodim05).
-    #   A random map over coarse cells (<= 16k cells, ~5 x 5 pixels each) on the full 768 x 512
-    #   kodim19: 27.5 dB with two experts owning 98% of the pixels, against bands' 27.9 with all
-    #   four in use, so bands stay.
-    # - lr 1e-3, SIREN's best rate here too (2e-3 diverged for both models), decayed to 22% over
-    #   the 300 steps (gamma 0.995; 0.9995: 40.4, one image diverged).
-    # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back (51.2).
-    # - audio and 3D train their manager from step 1: frozen for 30%, Neural Experts went from
-    #   MSE x1e-4 4.23 / 16.8 / 1.45 to 4.39 / 17.8 / 1.52 on the three clips, and on spot from
-    #   trimap IoU 0.485 to 0.346 (`python -m bench audio sdf`, 2026-11-26).
-    # - audio at 3e-4: on bach (300 steps of 16k sampled points) 1e-3 left both models at the
-    #   signal's variance (MSE 0.024); Neural Experts / SIREN reached 4.3e-4 / 5.8e-4 at 3e-4,
-    #   9.0e-4 / 1.0e-3 at 1e-4.
-    # - 3D at 3e-4: on spot (small models, 300 steps of 30k points) 1e-3 left the shape unformed
-    #   (IoU 0.28 / 0.05, Neural Experts / SIREN); at 3e-4: IoU 0.990 / 0.977, trimap IoU 0.485 /
-    #   0.409, Chamfer x1e5 15 / 2042; at 1e-4: 0.991 / 0.988, 0.439 / 0.378, 308 / 607.
-    # - 20 pretraining steps at 3e-4 reproduce 99.9% of the band labels (the random map needs
-    #   ~60 for 99%): about 2 s, so a first fit of a new shape hides no pretraining.
+    # A short schedule for seconds-to-minutes fits (docs/method.md#the-fast-preset; the measured
+    # alternatives: bench/RESULTS.md, sections "fast", "quality", "audio", "sdf", and
+    # docs/method.md#measured-alternatives-to-the-fast-preset):
+    # - lr 1e-3 decayed to 22% over 300 steps (gamma 0.995): SIREN's best rate too; 2e-3 diverged.
+    # - the manager frozen at its pretrained bands for the first 30%: each expert learns its band.
+    # - band (grid) pretraining, 20 steps at 3e-4: learnable at any size, unlike a random map.
+    # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back.
+    # - audio and 3D: lr 3e-4, the manager trained from step 1 (1e-3 left them unformed).
+    # - the model sized from the signal (`sized_config`), sparse top-2 once K > 4 (`sparse_top_k`).
+    # - images: 16k pixels a step (IMAGE_BATCH_POINTS): 4x the steps beat 4x the batch.
     "fast": FitPreset(
         steps=300, lr=1e-3, lr_gamma=0.995, experts_only_fraction=0.0, manager_frozen_fraction=0.3,
         pretrain="grid", pretrain_steps=20, pretrain_max_points=16_384, pretrain_lr=3e-4,
-        batch_points=65_536,
-        task_changes=for_tasks(("audio", "sdf", "sdf-small"), lr=3e-4, manager_frozen_fraction=0.0),
+        batch_points=65_536, size_aware=True, sparse_top_k=2,
+        task_changes=(
+            *for_tasks(("audio", "sdf", "sdf-small"), lr=3e-4, manager_frozen_fraction=0.0,
+                       time_budget_s=DEFAULT_BUDGET_S),
+            *for_tasks(("image",), batch_points=IMAGE_BATCH_POINTS),
+        ),
     ),
 }
 

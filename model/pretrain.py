@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,28 +55,43 @@ def manager_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return 1000.0 * (ce + BALANCE_WEIGHT * bce)
 
 
+@dataclass(frozen=True)
+class Pretraining:
+    """How the manager is pretrained: everything but the model, its grid and the signal."""
+
+    mode: str
+    """random (the paper), grid, kmeans or none: see `grid_labels`."""
+    steps: int
+    max_points: int
+    """Cap on points per step: larger grids pretrain on a random subset of this size."""
+    seed: int = 0
+    lr: float = PRETRAIN_LR
+
+    @property
+    def cacheable(self) -> bool:
+        """The labels depend on the grid and seed alone, not on the signal's values."""
+        return self.mode in ("random", "grid")
+
+
 def pretrain_manager(
     model: NeuralExperts,
     grid: Grid,
-    mode: str,
-    steps: int,
-    max_points: int,
-    seed: int = 0,
+    pretraining: Pretraining,
     values: Tensor | None = None,
     on_step: Callable[[int, float], None] | None = None,
-    lr: float = PRETRAIN_LR,
 ) -> float:
     """Train encoders + manager to reproduce the labels; returns the label accuracy reached."""
-    if model.manager is None or mode == "none" or steps <= 0:
+    if model.manager is None or pretraining.mode == "none" or pretraining.steps <= 0:
         return float("nan")
     device = next(model.parameters()).device
     coords = grid.coords(device)
-    labels = grid_labels(mode, grid, model.n_experts, seed, values).to(device)
+    labels = grid_labels(pretraining.mode, grid, model.n_experts, pretraining.seed, values).to(device)
+    max_points = pretraining.max_points
     _, others = model.parameter_groups()
-    opt = torch.optim.Adam(others, lr=lr, fused=device.type in ("cpu", "cuda"))
-    gen = torch.Generator(device=device).manual_seed(seed)
+    opt = torch.optim.Adam(others, lr=pretraining.lr, fused=device.type in ("cpu", "cuda"))
+    gen = torch.Generator(device=device).manual_seed(pretraining.seed)
     rows = train_rows(device)
-    for step in range(steps):
+    for step in range(pretraining.steps):
         if coords.shape[0] > max_points:
             picked = torch.randint(0, coords.shape[0], (max_points,), device=device, generator=gen)
             x, y = coords[picked], labels[picked]
@@ -105,11 +121,11 @@ def label_accuracy(model: NeuralExperts, coords: Tensor, labels: Tensor) -> floa
     return hits / coords.shape[0]
 
 
-def cache_key(model: NeuralExperts, grid: Grid, mode: str, steps: int, max_points: int,
-              seed: int, lr: float = PRETRAIN_LR) -> str:
+def cache_key(model: NeuralExperts, grid: Grid, pretraining: Pretraining) -> str:
     spec = {
         "model": model.config.to_dict(), "grid": [list(grid.shape), grid.low, grid.high],
-        "mode": mode, "steps": steps, "max_points": max_points, "seed": seed, "lr": lr, "version": 2,
+        "mode": pretraining.mode, "steps": pretraining.steps, "max_points": pretraining.max_points,
+        "seed": pretraining.seed, "lr": pretraining.lr, "version": 2,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -117,13 +133,9 @@ def cache_key(model: NeuralExperts, grid: Grid, mode: str, steps: int, max_point
 def pretrained_model(
     model: NeuralExperts,
     grid: Grid,
-    mode: str,
-    steps: int,
-    max_points: int,
-    seed: int,
+    pretraining: Pretraining,
     cache_dir: Path | None,
     values: Tensor | None = None,
-    lr: float = PRETRAIN_LR,
     on_step: Callable[[int, float], None] | None = None,
 ) -> bool:
     """Load `model` with pretrained weights from the cache, or pretrain and cache them.
@@ -131,16 +143,13 @@ def pretrained_model(
     Signal-dependent modes (k-means) are never cached. Returns True on a cache hit. `on_step`
     runs after every pretraining step; an exception it raises (a cancel) leaves no cache entry.
     """
-    cacheable = cache_dir is not None and mode in ("random", "grid")
     path = None
-    if cacheable:
-        assert cache_dir is not None
-        key = cache_key(model, grid, mode, steps, max_points, seed, lr)
-        path = cache_dir / f"manager-{key}.safetensors"
+    if cache_dir is not None and pretraining.cacheable:
+        path = cache_dir / f"manager-{cache_key(model, grid, pretraining)}.safetensors"
         if path.exists():
             model.load_state_dict(load_file(str(path), device=str(next(model.parameters()).device)))
             return True
-    pretrain_manager(model, grid, mode, steps, max_points, seed, values, on_step, lr)
+    pretrain_manager(model, grid, pretraining, values, on_step)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")

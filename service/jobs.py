@@ -100,6 +100,14 @@ class Job(Base):
     """Bytes of its running fit's latest snapshot (0 once it is removed), counted in the quota."""
     resumed_from_step: Mapped[int | None]
     """The snapshot step the latest attempt resumed from; None when no attempt resumed."""
+    snapshot_step: Mapped[int | None]
+    """The step of the running fit's latest stored snapshot, the one previews come from; None
+    before the first and once it is removed."""
+    history: Mapped[dict[str, Any] | None]
+    """The fit's loss and metric at evenly spaced steps, thinned to a few hundred points
+    (worker.timeline.Curve): curves drawn after a reload or for a finished job."""
+    stages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """[{name, started_at, ended_at}] of pretrain, fit and evaluate, as far as the fit got."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -227,9 +235,10 @@ def add_stored_bytes(session: Session, job_id: str, size: int) -> None:
     session.commit()
 
 
-def set_snapshot_bytes(session: Session, job_id: str, size: int) -> None:
-    """The size of the job's snapshot now (it replaces the previous one; 0 once removed)."""
-    session.execute(update(Job).where(Job.id == job_id).values(snapshot_bytes=size)
+def set_snapshot_bytes(session: Session, job_id: str, size: int, step: int | None = None) -> None:
+    """The size and step of the job's snapshot now (it replaces the previous one; 0 and None
+    once removed)."""
+    session.execute(update(Job).where(Job.id == job_id).values(snapshot_bytes=size, snapshot_step=step)
                     .execution_options(synchronize_session=False))
     session.commit()
 
@@ -299,13 +308,14 @@ def start_attempt(session: Session, job_id: str, worker: str, attempts_seen: int
 
 def beat(
     session: Session, job_id: str, worker: str, progress: dict[str, Any] | None,
-    progress_event: bool = False,
+    progress_event: bool = False, **tracked: Any,
 ) -> bool | None:
     """A running attempt's heartbeat (and progress, announced to its webhook when
-    `progress_event`): its cancel flag, None if no longer its job."""
+    `progress_event`, with the `tracked` columns that go with it: history, stages): its cancel
+    flag, None if no longer its job."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if progress is not None:
-        values["progress"] = progress
+        values.update(progress=progress, **tracked)
     event = "progress" if progress is not None and progress_event else None
     if not _update(session, job_id, Job.worker == worker, Job.status == Status.RUNNING,
                    webhook_event=event, **values):
@@ -317,7 +327,7 @@ def finish(session: Session, job_id: str, status: Status, worker: str | None = N
            **values: Any) -> bool:
     """Move a job to a terminal status, unless it has one (or `worker` no longer runs it)."""
     assert status in TERMINAL, f"{status} is not a terminal status"
-    where = [Job.status.not_in(TERMINAL)]
+    where: list[ColumnElement[bool]] = [Job.status.not_in(TERMINAL)]
     if worker is not None:
         where.append(Job.worker == worker)
     return _update(session, job_id, *where, webhook_event="completed", status=status,

@@ -27,14 +27,12 @@ the port, which follows the usual `$PORT` convention (NEXP_PORT also works):
                                       by default: a foreign page's writes get 403
     NEXP_BODY_TIMEOUT_S       30      a request body that sends nothing for this long gets 408
     NEXP_MAX_UPLOAD_BYTES     request body cap (413 before anything is spooled)
-    NEXP_MAX_IMAGE_PIXELS     decoded image cap (decompression bombs)
-    NEXP_MAX_AUDIO_SECONDS    audio duration cap
-    NEXP_MAX_SDF_POINTS       point-cloud cap
+    NEXP_MAX_...              each signal kind's caps, declared with their defaults and reasons
+                              in its file (model/signals/*.py: `caps`): NEXP_MAX_IMAGE_PIXELS,
+                              NEXP_MAX_RENDER_PIXELS (image), NEXP_MAX_AUDIO_SECONDS,
+                              NEXP_MAX_SAMPLE_RATE (audio), NEXP_MAX_SDF_POINTS,
+                              NEXP_MAX_MESH_RESOLUTION (sdf)
     NEXP_MAX_STEPS            largest `steps` a job may ask for
-    NEXP_MAX_RENDER_PIXELS    largest width x height of a rendered image, the input's size included
-                              (default 2048 x 2048: what renders within the time limit below)
-    NEXP_MAX_SAMPLE_RATE      largest sample rate of a rendered clip
-    NEXP_MAX_MESH_RESOLUTION  largest marching-cubes resolution
     NEXP_MAX_QUERY_POINTS     most coordinates in one POST .../query
     NEXP_LOAD_OPTIONS         JSON: more options of each kind's loader (sampling and evaluation
                               effort), e.g. {"sdf": {"eval_resolution": 64}}; the caps win
@@ -90,14 +88,37 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.signals import Cap, kinds
 
 MIB = 1 << 20
 STORAGE_SCHEMES = ("", "file", "s3")
 
 
-class Settings(BaseSettings):
+def signal_caps() -> list[Cap]:
+    return [cap for kind in kinds().values() for cap in kind.caps]
+
+
+# One setting per cap a signal kind declares (model/signals/*.py), so a new kind's caps are
+# settings without an edit here: NEXP_MAX_IMAGE_PIXELS, NEXP_MAX_SAMPLE_RATE...
+SignalCaps = create_model(  # type: ignore[call-overload]
+    "SignalCaps", __base__=BaseSettings,
+    **{cap.setting: (type(cap.default), Field(cap.default, gt=0, description=cap.description))
+       for cap in signal_caps()},
+)
+
+
+class Settings(SignalCaps):
     model_config = SettingsConfigDict(env_prefix="NEXP_", frozen=True)
 
     data_dir: Path = Path("var")
@@ -116,18 +137,7 @@ class Settings(BaseSettings):
     body_timeout_s: PositiveFloat = 30.0
 
     max_upload_bytes: PositiveInt = 256 * MIB
-    max_image_pixels: PositiveInt = 4096 * 4096
-    max_audio_seconds: PositiveFloat = 600.0
-    max_sdf_points: PositiveInt = 2_000_000
     max_steps: PositiveInt = 100_000
-    max_render_pixels: PositiveInt = 2048 * 2048
-    """A render at the cap must end within render_timeout_s on the API's device. A 2-core EPYC
-    renders an image model of the default size (neural-experts, 128 wide, 4 experts) at ~105k
-    pixels/s on one thread, ~150k-190k on two; with render_threads = 2 renders on 2 cores, each
-    gets one core: 60 s x 105k = 6.3M pixels, less a third for PNG encoding and a busy
-    machine. A faster device (or a longer limit) takes a higher cap."""
-    max_sample_rate: PositiveInt = 192_000
-    max_mesh_resolution: PositiveInt = 512
     max_query_points: PositiveInt = 100_000
     load_options: dict[str, dict[str, int | float | str]] = {}
 
@@ -233,8 +243,6 @@ class Settings(BaseSettings):
     def _known_loader_options(
         cls, value: dict[str, dict[str, int | float | str]]
     ) -> dict[str, dict[str, int | float | str]]:
-        from model.signals import kinds  # imported here: reading settings needs no torch
-
         for kind, options in value.items():
             if kind not in kinds():
                 raise ValueError(f"unknown signal kind {kind!r} (kinds: {', '.join(kinds())})")
@@ -245,14 +253,16 @@ class Settings(BaseSettings):
                                  f"(options: {', '.join(sorted(accepted))})")
         return value
 
+    def cap(self, setting: str) -> int | float:
+        """The value of a signal kind's cap (`Cap.setting`), e.g. cap("max_sample_rate")."""
+        value: int | float = getattr(self, setting)
+        return value
+
     def loader_options(self, kind: str) -> dict[str, int | float | str]:
-        """Keyword options for kind's `load`: NEXP_LOAD_OPTIONS, then the caps on top."""
-        caps: dict[str, dict[str, int | float | str]] = {
-            "image": {"max_pixels": self.max_image_pixels},
-            "audio": {"max_seconds": self.max_audio_seconds},
-            "sdf": {"max_points": self.max_sdf_points},
-        }
-        return {**self.load_options.get(kind, {}), **caps.get(kind, {})}
+        """Keyword options for kind's `load`: NEXP_LOAD_OPTIONS, then the kind's caps on top."""
+        caps = {cap.load_option: self.cap(cap.setting)
+                for cap in kinds()[kind].caps if cap.load_option is not None}
+        return {**self.load_options.get(kind, {}), **caps}
 
 
 @lru_cache

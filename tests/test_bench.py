@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import pytest
+
+from bench.stack import Stack
 from tests.utils.data import DATA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +56,61 @@ def test_the_sparse_section_dry_runs(tmp_path: Path) -> None:
     assert [row[0] for row in result["step_times"]["rows"]] == [4, 16, 64]
     assert all(math.isfinite(fit["psnr"]) for fit in result["fits"])
     assert "CPU:" in (tmp_path / "sparse.md").read_text()
+
+
+def test_the_service_stack_starts_survives_a_killed_worker_and_stops(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "stack", workers=1)
+    stack.start()
+    try:
+        assert httpx.get(stack.url + "/readyz", timeout=10).status_code == 200
+        stack.kill_worker(0)
+        stack.start_worker(0)  # waits for the new worker's " ready."
+    finally:
+        stack.stop()
+    assert all(process.poll() is not None for process in stack.harness.processes.values())
+    assert (tmp_path / "stack" / "worker0.log").exists()
+
+
+@pytest.mark.timeout(900)  # three worker starts and 1,500 steps of fits on one shared thread
+def test_the_faults_section_dry_runs(tmp_path: Path) -> None:
+    # A private Redis, API and worker; one 600-step job a mode, its worker SIGKILLed mid-fit.
+    run = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "bench", "faults", "--steps", "600",
+         "--results", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "NEXP_BENCH_DATA_DIR": str(DATA)},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "faults.json").read_text())
+    assert result["lost"] == 0
+    restart, resume = result["modes"].values()
+    assert restart["snapshot_every_s"] == 0 and resume["snapshot_every_s"] > 0
+    for mode in (restart, resume):
+        assert [run["stored"] for run in mode["runs"]] == [1], mode  # stored once, not twice
+        assert all(run["attempts"] == 2 for run in mode["runs"]), mode
+    assert restart["mean_redone"] == restart["mean_step_at_kill"]  # from step 0 again
+    assert all(run["resumed_from_step"] > 0 for run in resume["runs"])
+    assert resume["mean_redone"] < restart["mean_redone"]
+    assert "steps redone per kill" in (tmp_path / "faults.md").read_text()
+
+
+def test_the_realsize_section_dry_runs(tmp_path: Path) -> None:
+    # A 256 x 192 corner of kodim19 (the one Kodak image tests/data keeps), every variant for 2
+    # steps at one budget, step times on 1,024 points, a 1 s speech clip and spot for 2 steps:
+    # the rows, not the numbers.
+    run = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "bench", "realsize", "--steps", "2", "--budgets", "60",
+         "--results", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "NEXP_BENCH_DATA_DIR": str(DATA)},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "realsize.json").read_text())
+    variants = {f["variant"] for f in result["fits"]}
+    assert variants == {"fast, fixed size (before)", "size-aware default", "SIREN Base"}
+    sized = next(f for f in result["fits"] if f["variant"] == "size-aware default")
+    assert sized["encoding"] == "grid" and sized["bytes"] > 0
+    assert all(math.isfinite(f["psnr"]) and math.isfinite(f["jpeg_psnr"]) for f in result["fits"])
+    assert [row[0] for row in result["step_times"]["rows"]] == [4, 16, 64]
+    assert math.isfinite(result["speech"]["mse"]) and result["mesh"]["points"] > 0
+    assert "CPU:" in (tmp_path / "realsize.md").read_text()

@@ -45,6 +45,7 @@ from service.storage import (
     job_prefix,
     snapshot_key,
 )
+from worker.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ def run_job(job_id: str, ctx: Context) -> None:
                 "job %s failed", job.id, exc_info=e)
     finally:
         watchdog.stop()
+    watchdog.timeline.finish()
     finished = when_reachable(ctx, lambda session: jobs.finish(
-        session, job.id, worker=me, progress=watchdog.latest, **outcome))
+        session, job.id, worker=me, progress=watchdog.latest, **watchdog.timeline.columns(),
+        **outcome))
     discard_snapshot(ctx, job.id)  # the job ended: nothing will resume from it
     with ctx.sessions() as session:
         if not finished and jobs.get(session, job.id) is None:
@@ -161,6 +164,7 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
             step = resume.step
             log.info("job %s: resuming from its snapshot at step %d", job.id, step)
             when_reachable(ctx, lambda session: jobs.mark_resumed(session, job.id, step))
+            watchdog.timeline = Timeline.resumed(job.history, job.stages, step)
         result = fit(
             signal, FitOptions(**default_budget(options, settings), device=device),
             on_progress=watchdog.report, should_stop=watchdog.canceled.is_set,
@@ -173,6 +177,7 @@ def fit_and_store(job: Job, ctx: Context, watchdog: Watchdog) -> dict[str, float
                 ctx.storage.put(checkpoint_key(job.id, name), f)
         checkpoint_bytes = sum((folder / "model" / name).stat().st_size
                                for name in (CONFIG, METRICS, WEIGHTS))
+    log.info("job %s: checkpoint stored", job.id)  # bench.faults counts these: never twice a job
     # The stored-bytes quota (service.quotas) counts it from now.
     when_reachable(ctx, lambda session: jobs.add_stored_bytes(session, job.id, checkpoint_bytes))
     return result.record
@@ -203,7 +208,7 @@ class SnapshotWriter:
         try:
             self.ctx.storage.put(snapshot_key(self.job_id), data)
             with self.ctx.sessions() as session:
-                jobs.set_snapshot_bytes(session, self.job_id, len(data))
+                jobs.set_snapshot_bytes(session, self.job_id, len(data), snapshot.step)
         except SoftTimeLimitExceeded:
             raise
         except Exception:  # a missed snapshot only means more steps to redo: keep training
@@ -295,6 +300,8 @@ class Watchdog:
         self.job_id, self.worker, self.ctx = job_id, worker, ctx
         self.canceled = threading.Event()
         self.latest: dict[str, Any] | None = None
+        self.timeline = Timeline()
+        """The curve and stages so far; set before the fit starts when it resumes."""
         self._unsent: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -313,6 +320,7 @@ class Watchdog:
     def report(self, progress: Progress) -> None:
         state = finite(asdict(progress)) | gpu_peak()
         with self._lock:
+            self.timeline.add(progress)
             self.latest = self._unsent = state
 
     def _run(self) -> None:
@@ -329,10 +337,12 @@ class Watchdog:
         """False when the job should stop: a cancel, or the job is no longer this attempt's."""
         with self._lock:
             unsent, self._unsent = self._unsent, None
+            tracked = self.timeline.columns() if unsent is not None else {}
         announce = unsent is not None and time.monotonic() - self._progress_event_at >= PROGRESS_EVENT_EVERY_S
         try:
             with self.ctx.sessions() as session:
-                cancel = jobs.beat(session, self.job_id, self.worker, unsent, progress_event=announce)
+                cancel = jobs.beat(session, self.job_id, self.worker, unsent,
+                                   progress_event=announce, **tracked)
             if announce:
                 self._progress_event_at = time.monotonic()
         except SQLAlchemyError:

@@ -19,7 +19,7 @@ from worker.runner import Busy, run_job, time_limit_error
 DATABASE_RETRY_S = 5  # a database restart takes seconds: look again soon, without spinning
 
 
-class FitTask(Task):  # type: ignore[misc]
+class FitTask(Task):
     def on_failure(self, exc: Exception, task_id: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any], einfo: ExceptionInfo) -> None:
         # Only a hard time limit gets here (run_job records every other failure). It runs in the

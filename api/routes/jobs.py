@@ -179,7 +179,9 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobsPublic:
     rows, total = jobs.page(session, status, limit, offset, owner)
-    return JobsPublic(items=[job_public(j) for j in rows], total=total, limit=limit, offset=offset)
+    # No curves: a page of jobs is polled every few seconds, and only an opened job draws one.
+    return JobsPublic(items=[job_public(j, with_history=False) for j in rows], total=total,
+                      limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", responses=problems(404, 422), summary="A job's status, progress and results")
@@ -215,8 +217,9 @@ def delete_job(job: JobDep, session: SessionDep, storage: StorageDep,
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=problems(404, 422),
             summary="Server-sent events: `progress` while it trains, `status` on each change")
 async def job_events(job: JobDep, services: ServicesDep) -> AsyncIterator[ServerSentEvent]:
-    """`progress` events carry the progress object, `status` events the whole job; the stream
-    ends after the final status, so a client need not poll."""
+    """`progress` events carry the progress object, `status` events the whole job: on each
+    change of status, of stage, and of snapshot (a newer preview to fetch). The stream ends
+    after the final status, so a client need not poll."""
     last: JobPublic | None = None
     while True:
         current = await run_in_threadpool(read_public, services, job.id, job.owner)
@@ -224,12 +227,17 @@ async def job_events(job: JobDep, services: ServicesDep) -> AsyncIterator[Server
             return  # deleted meanwhile
         if current.progress is not None and (last is None or current.progress != last.progress):
             yield ServerSentEvent(event="progress", data=current.progress)
-        if last is None or current.status != last.status:
+        if last is None or milestone(current) != milestone(last):
             yield ServerSentEvent(event="status", data=current)
         if current.status in jobs.TERMINAL:
             return
         last = current
         await asyncio.sleep(EVENTS_POLL_S)
+
+
+def milestone(job: JobPublic) -> tuple[str, int, int | None]:
+    """What a follower of the job is told of with a `status` event when it changes."""
+    return job.status, len(job.stages), job.snapshot_step
 
 
 def read_public(services: Services, job_id: str, owner: str | None) -> JobPublic | None:

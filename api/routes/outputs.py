@@ -29,8 +29,7 @@ from api.rendering import Loaded, Renderer, unless_disconnected
 from api.schemas import QueryCreate, QueryPublic
 from model.checkpoint import CONFIG, METRICS, WEIGHTS
 from model.render import Rendered
-from model.signals import kinds
-from model.signals.sdf import MESH_RESOLUTION
+from model.signals import Option, Output, SignalKind, kinds
 from service.jobs import Job, Status
 from service.settings import Settings
 from service.storage import ArtifactNotFound, checkpoint_key
@@ -48,52 +47,60 @@ def render_media(description: str, *types: str) -> dict[int | str, dict[str, Any
     return {**media(description, *types), **problems(429, 503)}
 
 
-Width = Annotated[int | None, Query(ge=1, description="image: pixels across (default: the input's)")]
-Height = Annotated[int | None, Query(ge=1, description="image: pixels down (default: the input's)")]
-SampleRate = Annotated[int | None, Query(ge=1, description="audio: Hz (default: the input's)")]
+# Every kind's outputs get one route each, GET /v1/jobs/{id}/{output}, whose query parameters
+# are the options the kinds declare for it (model/signals/*.py): a new kind needs no edit here.
 
 
-@router.get("/reconstruction", response_class=Response,
-            responses=render_media("The signal as the model holds it", "image/png", "audio/wav"),
-            summary="Image (PNG, any size) or audio (WAV, any sample rate)")
-async def reconstruction(
-    job: JobDep, request: Request, owner: OwnerDep, renderer: RendererDep, settings: SettingsDep,
-    width: Width = None, height: Height = None, sample_rate: SampleRate = None,
-    encoding: Annotated[Literal["pcm16", "float32"] | None, Query(description="audio only")] = None,
-) -> Response:
-    query = {"width": width, "height": height, "sample_rate": sample_rate, "encoding": encoding}
-    return await render(job, "reconstruction", query, request, owner, renderer, settings)
+def output_names() -> list[str]:
+    """Every output some kind offers, in the registry's order."""
+    return list(dict.fromkeys(name for kind in kinds().values() for name in kind.outputs))
 
 
-@router.get("/experts", response_class=Response,
-            responses=render_media("Which expert owns each pixel or sample", "image/png",
-                                   "application/json"),
-            summary="Expert map: image PNG; audio per-sample ids as JSON, or a PNG plot")
-async def experts(
-    job: JobDep, request: Request, owner: OwnerDep, renderer: RendererDep, settings: SettingsDep,
-    width: Width = None, height: Height = None, sample_rate: SampleRate = None,
-    format: Annotated[Literal["json", "png"] | None, Query(description="audio only")] = None,
-) -> Response:
-    query = {"width": width, "height": height, "sample_rate": sample_rate, "format": format}
-    return await render(job, "experts", query, request, owner, renderer, settings)
+def offering(output: str) -> list[tuple[SignalKind, Output]]:
+    return [(kind, kind.outputs[output]) for kind in kinds().values() if output in kind.outputs]
 
 
-@router.get("/mesh", response_class=Response,
-            responses=render_media("The surface by marching cubes", "application/octet-stream",
-                                   "model/obj", "model/gltf-binary"),
-            summary="SDF jobs: the zero level set as PLY, OBJ or GLB")
-async def mesh(
-    job: JobDep, request: Request, owner: OwnerDep, renderer: RendererDep, settings: SettingsDep,
-    resolution: Annotated[int | None, Query(ge=2, description="grid cells a side")] = None,
-    format: Annotated[Literal["ply", "obj", "glb"] | None, Query()] = None,
-    experts: Annotated[bool | None, Query(description="colour vertices by expert")] = None,
-    original_frame: Annotated[bool | None, Query(description="the input's coordinates")] = None,
-) -> Response:
-    if resolution is None:  # the renderer's default would bypass the cap: never more than it
-        resolution = min(MESH_RESOLUTION, settings.max_mesh_resolution)
-    query = {"resolution": resolution, "format": format, "experts": experts,
-             "original_frame": original_frame}
-    return await render(job, "mesh", query, request, owner, renderer, settings)
+def query_parameter(name: str, declared: list[tuple[str, Option]]) -> inspect.Parameter:
+    """The query parameter of an option, as each kind declaring it (kind name, option) says."""
+    types = {option.type for _, option in declared}
+    assert len(types) == 1, f"option {name} has types {types} across kinds: give it one"
+    choices = tuple(dict.fromkeys(c for _, option in declared for c in option.choices))
+    value_type: Any = Literal[choices] if choices else types.pop()
+    minima = [option.minimum for _, option in declared if option.minimum is not None]
+    query = Query(ge=min(minima) if len(minima) == len(declared) else None,  # what all kinds take
+                  description="; ".join(f"{kind}: {option.description}" for kind, option in declared))
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[value_type | None, query])
+
+
+REQUEST = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation)
+           for name, annotation in (("job", JobDep), ("request", Request), ("owner", OwnerDep),
+                                    ("renderer", RendererDep), ("settings", SettingsDep))]
+
+
+def add_output_route(output: str) -> None:
+    offered = offering(output)
+    declared: dict[str, list[tuple[str, Option]]] = {}
+    for kind, spec in offered:
+        for option in spec.options:
+            declared.setdefault(option.name, []).append((kind.name, option))
+
+    async def endpoint(job: Job, request: Request, owner: str | None, renderer: Renderer,
+                       settings: Settings, **query: Any) -> Response:
+        return await render(job, output, query, request, owner, renderer, settings)
+
+    # FastAPI reads the parameters from the signature: the declared options become the query.
+    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*REQUEST, *(query_parameter(name, options) for name, options in declared.items())])
+    summary = "; ".join(f"{kind.name}: {spec.summary}" for kind, spec in offered)
+    media_types = dict.fromkeys(t for _, spec in offered for t in spec.media_types)
+    router.add_api_route(f"/{output}", endpoint, methods=["GET"], name=output,
+                         response_class=Response, responses=render_media(summary, *media_types),
+                         summary=summary)
+
+
+for _output in output_names():
+    add_output_route(_output)
 
 
 async def render(job: Job, output: str, query: dict[str, Any], request: Request,
@@ -104,18 +111,20 @@ async def render(job: Job, output: str, query: dict[str, Any], request: Request,
     if output not in kind.outputs:
         raise OutputNotAvailable(f"{job.kind} jobs have no {output}; they offer "
                                  f"{', '.join(kind.outputs)}")
+    spec = kind.outputs[output]
     step = await run_in_threadpool(preview_step, job, renderer)
     query = {name: value for name, value in query.items() if value is not None}
-    accepted = list(inspect.signature(kind.outputs[output]).parameters)[2:]  # after model, meta
+    accepted = [option.name for option in spec.options]
     unknown = sorted(query.keys() - set(accepted))
     if unknown:
         raise InvalidOption(f"{', '.join(unknown)} does not apply to the {output} of {job.kind} "
                             f"jobs (options: {', '.join(accepted)})")
+    query = {**capped_defaults(spec, settings), **query}
 
     async def checked_render() -> tuple[Rendered, int | None]:
         with renderer.admit(owner):
             loaded = await load(renderer, job.id, step)
-            check_caps(query, loaded.meta, settings)
+            check_caps(query, loaded.meta, kind, spec, settings)
             try:
                 return await renderer.render(job.id, output, query, step), loaded.step
             except ValueError as e:
@@ -156,19 +165,26 @@ def preview_headers(step: int | None) -> dict[str, str]:
     return {} if step is None else {"X-Fit-Step": str(step), "X-Fit-Preview": "true"}
 
 
-def check_caps(query: dict[str, Any], meta: dict[str, Any], settings: Settings) -> None:
-    # An image's own size too: the cap is what renders within the time limit (service.settings).
-    if "width" in meta:
-        pixels = query.get("width", meta["width"]) * query.get("height", meta["height"])
-        if pixels > settings.max_render_pixels:
-            raise OverLimit(f"{pixels:,} pixels is over the cap of {settings.max_render_pixels:,} "
-                            "(NEXP_MAX_RENDER_PIXELS)")
-    if query.get("sample_rate", 0) > settings.max_sample_rate:
-        raise OverLimit(f"sample_rate={query['sample_rate']} is over the cap of "
-                        f"{settings.max_sample_rate} (NEXP_MAX_SAMPLE_RATE)")
-    if query.get("resolution", 0) > settings.max_mesh_resolution:
-        raise OverLimit(f"resolution={query['resolution']} is over the cap of "
-                        f"{settings.max_mesh_resolution} (NEXP_MAX_MESH_RESOLUTION)")
+def capped_defaults(spec: Output, settings: Settings) -> dict[str, Any]:
+    """For each capped option, the renderer's own default or the cap, whichever is lower: a
+    default left to the renderer would bypass the cap (a 256^3 mesh under a cap of 32)."""
+    defaults = inspect.signature(spec.render).parameters
+    return {option.name: min(default, settings.cap(option.cap)) for option in spec.options
+            if option.cap is not None
+            and isinstance(default := defaults[option.name].default, int | float)}
+
+
+def check_caps(query: dict[str, Any], meta: dict[str, Any], kind: SignalKind, spec: Output,
+               settings: Settings) -> None:
+    """The kind's render caps: its options' (sample_rate...) and its whole-render measures (an
+    image's pixels, its own size too: the cap is what renders within the time limit)."""
+    sizes = [(query[o.name], f"{o.name}={query[o.name]}", kind.cap(o.cap)) for o in spec.options
+             if o.cap is not None and o.name in query]
+    sizes += [(*cap.measure(query, meta), cap) for cap in kind.caps if cap.measure is not None]
+    for size, said, cap in sizes:
+        limit = settings.cap(cap.setting)
+        if size > limit:
+            raise OverLimit(f"{said} is over the cap of {limit:,} (NEXP_{cap.setting.upper()})")
 
 
 def require_succeeded(job: Job) -> None:
@@ -197,10 +213,10 @@ def weights(job: JobDep, storage: StorageDep) -> Response:
                     headers={"Content-Disposition": content_disposition("attachment", f"{job.id}.zip")})
 
 
-# Inputs are stored under the suffix of their content's format (api.uploads), and served as these
-# types, else as bytes to save: never as a type a browser would run.
-INPUT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-               ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"}
+# Inputs are stored under the suffix of their content's format (api.uploads), and served as the
+# types their kinds declare, else as bytes to save: never as a type a browser would run.
+INPUT_TYPES = {suffix: media_type for kind in kinds().values()
+               for suffix, media_type in kind.media_types.items()}
 
 
 @router.get("/input", response_class=Response,
@@ -220,7 +236,8 @@ def download_name(filename: str, suffix: str) -> str:
     """The client's name for its upload, with the suffix of what the file holds: a JPEG sent as
     photo.html downloads as photo.jpg."""
     name = PurePosixPath(filename.replace("\\", "/")).name
-    same = name.lower().endswith(suffix) or (suffix == ".jpg" and name.lower().endswith(".jpeg"))
+    own = PurePosixPath(name).suffix.lower()
+    same = own == suffix or INPUT_TYPES.get(own, "") == INPUT_TYPES.get(suffix)  # .jpeg for .jpg
     return name if same else f"{PurePosixPath(name).stem or 'input'}{suffix}"
 
 

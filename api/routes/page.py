@@ -57,8 +57,8 @@ def install(app: FastAPI) -> None:
     included router is dropped by older FastAPI releases)."""
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # check_dir=False: the API still starts before `npm ci` has run; only the 3D viewer and the
-    # docs page need these.
-    for name, package in (("three", "three"), ("swagger-ui", "swagger-ui-dist")):
+    # check_dir=False: the API still starts before `npm ci` has run; only the 3D viewer, the
+    # docs page and the page's accessibility test (axe-core, which the page never loads) need these.
+    for name, package in (("three", "three"), ("swagger-ui", "swagger-ui-dist"), ("axe-core", "axe-core")):
         app.mount(f"/vendor/{name}", StaticFiles(directory=NODE_MODULES / package, check_dir=False),
                   name=name)

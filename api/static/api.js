@@ -64,6 +64,10 @@ export const jobUrl = (id, output = "", params = {}) => {
 };
 
 export const createJob = (formData) => json("/v1/jobs", { method: "POST", body: formData });
+/** The fit options a job takes: choices, bounds and help (open, no key needed). */
+export const getOptions = () => json("/v1/options");
+/** The signal kinds: label, file types, outputs with their options (open, no key needed). */
+export const getKinds = () => json("/v1/kinds");
 export const getJob = (id) => json(jobUrl(id));
 export const listJobs = (params = {}) => json(`/v1/jobs?${new URLSearchParams(params)}`);
 export const cancelJob = (id) => json(jobUrl(id, "cancel"), { method: "POST" });

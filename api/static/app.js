@@ -1,18 +1,22 @@
 // The page: upload and start a fit, follow its training live, explore the result, manage jobs.
 import * as api from "./api.js";
-import { mountAudioView } from "./audio-view.js";
 import { drawChart } from "./chart.js";
 import { copyCurlOnClick } from "./curl.js";
-import { mountImageView } from "./image-view.js";
+import { describeEstimate, guessKind, pixelCount } from "./estimate.js";
 import { describeMetrics, poorResult, progressMetric } from "./metrics.js";
 import { downloadOnClick, forgetJob } from "./outputs.js";
+import { historyPoints, Previews, StageList } from "./progress.js";
 
 const $ = (id) => document.getElementById(id);
 
-// What a person calls each kind (the API's "sdf" is a signed distance field).
-const KIND_LABELS = { image: "image", audio: "audio", sdf: "3D shape" };
+// What a person calls each kind ("3D shape" for the API's sdf), from the service's registry
+// (GET /v1/kinds); a kind's own name should that request fail.
+const KIND_LABELS = await api.getKinds()
+  .then((kinds) => Object.fromEntries(kinds.map(({ name, label }) => [name, label])), () => ({}));
 const kindLabel = (kind) => KIND_LABELS[kind] || kind;
-const STAGES = { pretrain: "pretraining the manager", experts: "training experts only" };
+const STAGES = {
+  pretrain: "pretraining the manager", experts: "training experts only", evaluate: "evaluating the result",
+};
 const POLL_MS = 4000; // job list refresh while some job is queued or running
 const PAGE_SIZE = 20;
 const MAX_LISTED = 100; // the API's largest page (GET /v1/jobs?limit=)
@@ -35,6 +39,8 @@ function original(job) {
 const state = {
   job: null, points: [], metricName: "", stopFollowing: null, unmountView: null, listed: PAGE_SIZE,
 };
+const stages = new StageList($("job-stages"));
+const previews = new Previews($("job-previews"));
 
 /** Show an error in `element` (or hide it when `error` is null): an API problem's title in
  * bold, then its detail. */
@@ -88,8 +94,26 @@ class FieldError extends Error {
   }
 }
 
-// The whole numbers the form takes, with the API's bounds (api/schemas.py: JobCreate).
-const WHOLE_NUMBERS = { steps: { label: "Steps", min: 1 }, experts: { label: "Experts", min: 2, max: 32 } };
+// The form's choices and bounds come from GET /v1/options (declared once, in model/options.py),
+// so a preset, model or activation the service gains shows here with no edit.
+const CHOICES = ["preset", "model", "activation"];
+// The whole numbers the form takes; `setUpOptions` adds the API's bounds.
+const WHOLE_NUMBERS = { steps: { label: "Steps" }, experts: { label: "Experts" } };
+
+/** Fill the selects with the API's choices, its default selected, and take its bounds. */
+async function setUpOptions() {
+  const { options } = await api.getOptions();
+  const declared = Object.fromEntries(options.map((option) => [option.name, option]));
+  for (const name of CHOICES) {
+    const { choices, default: chosen } = declared[name];
+    const items = choices.map(({ value, label }) => new Option(label, value, value === chosen, value === chosen));
+    $(name).replaceChildren(...items);
+  }
+  for (const [name, field] of Object.entries(WHOLE_NUMBERS)) {
+    Object.assign(field, { min: declared[name].minimum, max: declared[name].maximum });
+  }
+  $("experts-range").textContent = `, ${declared.experts.minimum} to ${declared.experts.maximum}`;
+}
 
 /** The field's whole number, or "" when left empty (the default); refuses anything else. */
 function wholeNumber(name) {
@@ -109,12 +133,15 @@ function fitForm() {
   const file = $("file").files[0];
   if (!file) throw new FieldError("file", "Choose a file to fit first.");
   form.append("file", file);
-  for (const name of ["preset", "model", "activation"]) form.append(name, $(name).value);
+  for (const name of CHOICES) {
+    if ($(name).value) form.append(name, $(name).value); // empty until the choices have loaded
+  }
   for (const name of Object.keys(WHOLE_NUMBERS)) {
     const value = wholeNumber(name);
     if (value) form.append(name, value);
   }
   if ($("protocol").checked) form.append("protocol", "paper");
+  if ($("time-budget").value) form.append("time_budget_s", $("time-budget").value);
   return { form, file };
 }
 
@@ -124,6 +151,16 @@ function markInvalid(error) {
     $(name).toggleAttribute("aria-invalid", error?.field === name);
   }
   if (error?.field) $(error.field).focus();
+}
+
+/** The expected run time under the form, from the file, steps and budget as they stand. */
+async function showEstimate() {
+  const file = $("file").files[0];
+  const steps = /^\d+$/.test($("steps").value.trim()) ? $("steps").value.trim() : "";
+  const pixels = file ? await pixelCount(file) : null;
+  $("fit-estimate").textContent = describeEstimate({
+    kind: file && guessKind(file), pixels, steps, budget: $("time-budget").value,
+  });
 }
 
 async function submitFit(event) {
@@ -175,12 +212,14 @@ function showProgress(progress) {
   if (!progress) return;
   const { step, total, loss, metric, metric_name: metricName, eta_s: eta, stage } = progress;
   state.metricName = metricName;
+  const active = state.job && !api.TERMINAL.has(state.job.status);
+  if (active) stages.progress(stage);
   $("job-progress").max = total || 1;
   $("job-progress").value = step || 0;
   $("job-step").textContent = [
     `step ${step} / ${total}`,
-    STAGES[stage],
-    eta > 0 ? `ETA ${formatEta(eta)}` : "",
+    active ? STAGES[stage] : "",
+    active && eta > 0 ? `ETA ${formatEta(eta)}` : "", // a job that ended waits for nothing
     Number.isFinite(loss) ? `loss ${loss.toExponential(2)}` : "",
     Number.isFinite(metric) ? progressMetric(metricName).format(metric) : "",
   ].filter(Boolean).join(" · ");
@@ -228,6 +267,17 @@ function showMetrics(job) {
   $("job-warning").textContent = warning;
 }
 
+// Each kind's result view: its module under api/static/ (with its <template id="view-KIND"> in
+// index.html), loaded when a result of that kind is first shown (three.js is large), as a
+// mount(root, job, showError) -> unmount. A new kind adds its line here.
+const VIEWS = {
+  image: () => import("./image-view.js")
+    .then(({ mountImageView }) => (root, job, showError) => mountImageView(root, job, original(job), showError)),
+  audio: () => import("./audio-view.js")
+    .then(({ mountAudioView }) => (root, job, showError) => mountAudioView(root, job, original(job), showError)),
+  sdf: () => import("./mesh-view.js").then(({ mountMeshView }) => mountMeshView),
+};
+
 function showResult(job) {
   state.unmountView?.();
   state.unmountView = null;
@@ -235,18 +285,16 @@ function showResult(job) {
   result.replaceChildren();
   if (job.status !== "succeeded") return;
   const template = document.getElementById(`view-${job.kind}`);
-  if (!template) return;
-  result.append(template.content.cloneNode(true));
-  if (job.kind === "image") state.unmountView = mountImageView(result, job, original(job), jobError);
-  if (job.kind === "audio") state.unmountView = mountAudioView(result, job, original(job), jobError);
-  if (job.kind === "sdf") {
-    // three.js is large: load it only when a 3D result is shown.
-    import("./mesh-view.js")
-      .then(({ mountMeshView }) => {
-        if (state.job?.id === job.id) state.unmountView = mountMeshView(result, job, jobError);
-      })
-      .catch(jobError);
-  }
+  const view = VIEWS[job.kind];
+  if (!template || !view) return;
+  const content = template.content.cloneNode(true);
+  const shown = content.firstElementChild; // in the page for as long as this result is on show
+  result.append(content);
+  view()
+    .then((mount) => {
+      if (shown.isConnected) state.unmountView = mount(result, job, jobError); // still on show
+    })
+    .catch(jobError);
 }
 
 function showStatus(job) {
@@ -269,8 +317,11 @@ function openJob(job) {
   state.stopFollowing?.();
   state.stopFollowing = null;
   state.job = job;
-  state.points = [];
+  state.points = historyPoints(job.history); // kept by the server: the curve so far, or all of it
   state.metricName = "";
+  stages.fromJob(job);
+  previews.clear();
+  previews.update(job);
   history.replaceState(null, "", `#job=${job.id}`);
   $("job").hidden = false;
   $("job-title").textContent = job.filename || `Job ${job.id.slice(0, 8)}`;
@@ -296,6 +347,13 @@ function openJob(job) {
 function jobUpdated(job) {
   if (state.job?.id !== job.id) return;
   state.job = job;
+  stages.fromJob(job);
+  previews.update(job);
+  if (api.TERMINAL.has(job.status) && job.history) {
+    state.points = historyPoints(job.history); // the server's curve, as a reload will draw it
+    drawCharts();
+  }
+  showProgress(job.progress); // an ended job's line loses its stage and ETA
   showStatus(job);
   if (api.TERMINAL.has(job.status)) {
     showResult(job);
@@ -306,6 +364,8 @@ function jobUpdated(job) {
 function closeJob() {
   state.stopFollowing?.();
   state.unmountView?.();
+  stages.stop();
+  previews.clear();
   Object.assign(state, { job: null, points: [], stopFollowing: null, unmountView: null });
   $("job").hidden = true;
   history.replaceState(null, "", location.pathname);
@@ -419,6 +479,9 @@ setUpApiKey();
 downloadOnClick($("job-weights"), jobError);
 copyCurlOnClick($("job-curl"), () => state.job, jobError);
 $("fit-form").addEventListener("submit", submitFit);
+setUpOptions().catch((error) => showError($("form-error"), error));
+for (const event of ["input", "change"]) $("fit-form").addEventListener(event, showEstimate);
+showEstimate();
 $("job-cancel").addEventListener("click", () => cancel(state.job.id).catch(jobError));
 $("job-delete").addEventListener("click", () => remove(state.job.id).catch(jobError));
 $("jobs-refresh").addEventListener("click", refreshJobs);

@@ -129,6 +129,16 @@ function viewCentre(stage) {
   };
 }
 
+/** The before/after panel: the original left of the divider, the reconstruction right of it. */
+function linkCompareSlider(slider, compare) {
+  const split = () => {
+    compare.style.setProperty("--split", `${slider.value}%`);
+    slider.setAttribute("aria-valuetext", `${slider.value}% original`);
+  };
+  slider.addEventListener("input", split);
+  split();
+}
+
 /**
  * Fill the cloned `view-image` template in `root` for a succeeded image `job`. `original` is a
  * promise of the upload ({ blob, url }).
@@ -169,6 +179,7 @@ export function mountImageView(root, job, original, showError) {
     ]);
     const keepCentre = stages.map(viewCentre);
     const img = await loaded($("reconstruction"), recon);
+    $("compare-reconstruction").src = recon;
     const drawn = drawExpertMap($("expert-map"), map);
     expertIds = drawn.ids;
     fillLegend($("expert-legend"), drawn.counts);
@@ -210,6 +221,7 @@ export function mountImageView(root, job, original, showError) {
     images.style.setProperty("--aspect", `${native.width} / ${native.height}`);
     fillZoomOptions();
     const upload = await loaded($("original"), (await original).url);
+    $("compare-original").src = upload.src;
     $("original-size").textContent = `(${upload.naturalWidth} × ${upload.naturalHeight} px)`;
     const max = drawErrorMap($("error-map"), upload, img);
     $("error-scale").textContent = `(black 0 → yellow ${max.toFixed(3)})`;
@@ -248,6 +260,7 @@ export function mountImageView(root, job, original, showError) {
   downloadOnClick($("download-expert-map"), showError,
     () => new Promise((resolve) => $("expert-map").toBlob(resolve, "image/png")));
   linkPanning(stages);
+  linkCompareSlider($("compare-split"), $("compare"));
   zoomSelect.disabled = true; // until the 1x render gives the sizes each zoom asks for
 
   start().catch((error) => {

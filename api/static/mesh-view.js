@@ -1,34 +1,80 @@
 // 3D results: the marching-cubes mesh of the fitted SDF in an orbit viewer, with per-vertex
-// expert colours (and their shares) on a toggle and downloads in three formats.
+// expert colours (and their shares) on a toggle, the uploaded points on request, and downloads
+// in three formats. The mesh comes as GLB (a third of PLY's bytes) and is parsed in a worker.
 // three.js from web/node_modules (`make install`), never a CDN; its addons through
 // /vendor/three-addons, which spells out their bare "three" import (no import map: see page.py).
 import * as THREE from "/vendor/three/build/three.module.js";
 import { OrbitControls } from "/vendor/three-addons/controls/OrbitControls.js";
-import { PLYLoader } from "/vendor/three-addons/loaders/PLYLoader.js";
 import { fileStem, jobUrl } from "./api.js";
-import { apiColorLookup } from "./colors.js";
 import { fillLegend } from "./legend.js";
 import { downloadOnClick, fetchOutput } from "./outputs.js";
 
 const PLAIN = new THREE.Color(0xb8bec8);
+// Past this resolution a mesh has millions of vertices (128³: ~1.8M, 74 MB as PLY): ask first.
+const LARGE_RESOLUTION = 128;
+const KEY_TURN = Math.PI / 18; // an arrow key turns the view by 10°
+const KEY_ZOOM = 1.2;
 
-// PLYLoader stores 8-bit vertex colours converted to linear light: compare and write them so.
-const linear8 = ([r, g, b]) => {
-  const color = new THREE.Color().setRGB(r / 255, g / 255, b / 255, THREE.SRGBColorSpace);
-  return [color.r, color.g, color.b].map((c) => Math.round(c * 255));
-};
-const fromApiColor = apiColorLookup(linear8);
+/** Parse in mesh-worker.js: `what` is "mesh" (the API's GLB) or "input" (the upload's points). */
+function parser() {
+  const worker = new Worker(new URL("./mesh-worker.js", import.meta.url), { type: "module" });
+  const waiting = new Map();
+  let next = 0;
+  worker.onerror = (event) => { // the worker itself failed (did not load): fail every parse
+    waiting.forEach(({ reject }) => reject(new Error(`The mesh reader failed: ${event.message || "it did not start"}`)));
+    waiting.clear();
+  };
+  worker.onmessage = ({ data: { id, result, error } }) => {
+    const { resolve, reject } = waiting.get(id);
+    waiting.delete(id);
+    if (error) reject(new Error(error));
+    else resolve(result);
+  };
+  return {
+    parse(what, buffer) {
+      const id = next++;
+      return new Promise((resolve, reject) => {
+        waiting.set(id, { resolve, reject });
+        worker.postMessage({ id, what, buffer }, [buffer]);
+      });
+    },
+    terminate: () => worker.terminate(),
+  };
+}
 
-/** Vertices per expert, from the expert colours the API gave `geometry`'s vertices. */
-function countExperts(geometry) {
-  const colors = geometry.getAttribute("color");
-  const counts = [];
-  if (!colors) return counts;
-  for (let v = 0; v < colors.count; v++) {
-    const id = fromApiColor(...[0, 1, 2].map((c) => colors.array[v * colors.itemSize + c]));
-    if (id >= 0) counts[id] = (counts[id] || 0) + 1;
-  }
-  return counts;
+function meshGeometry({ positions, normals, indices, colors }) {
+  const geometry = new THREE.BufferGeometry();
+  geometry.setAttribute("position", new THREE.BufferAttribute(positions, 3));
+  geometry.setAttribute("normal", new THREE.BufferAttribute(normals, 3));
+  if (colors) geometry.setAttribute("color", new THREE.BufferAttribute(colors, 3));
+  geometry.setIndex(new THREE.BufferAttribute(indices, 1));
+  return geometry;
+}
+
+/** Arrow keys turn the camera around its target, + and - zoom, 0 returns to the start. */
+function keyboard(container, camera, controls, reset) {
+  const turn = (left, up) => {
+    const offset = camera.position.clone().sub(controls.target);
+    const spherical = new THREE.Spherical().setFromVector3(offset);
+    spherical.theta += left;
+    spherical.phi = Math.min(Math.max(spherical.phi + up, 0.01), Math.PI - 0.01);
+    camera.position.copy(controls.target).add(new THREE.Vector3().setFromSpherical(spherical));
+  };
+  const zoom = (factor) => {
+    camera.position.sub(controls.target).multiplyScalar(factor).add(controls.target);
+  };
+  const keys = {
+    ArrowLeft: () => turn(-KEY_TURN, 0), ArrowRight: () => turn(KEY_TURN, 0),
+    ArrowUp: () => turn(0, -KEY_TURN), ArrowDown: () => turn(0, KEY_TURN),
+    "+": () => zoom(1 / KEY_ZOOM), "=": () => zoom(1 / KEY_ZOOM), "-": () => zoom(KEY_ZOOM),
+  };
+  container.addEventListener("keydown", (event) => {
+    if (event.key === "0" || event.key === "Home") reset();
+    else if (keys[event.key]) keys[event.key]();
+    else return;
+    event.preventDefault(); // the page does not scroll under the viewer
+    controls.update();
+  });
 }
 
 function createViewer(container) {
@@ -43,27 +89,31 @@ function createViewer(container) {
   sun.position.set(1, 2, 3);
   scene.add(sun);
 
+  const START = new THREE.Vector3(1.6, 1.2, 2.4).normalize();
   const camera = new THREE.PerspectiveCamera(40, 1, 0.01, 100);
-  camera.position.set(1.6, 1.2, 2.4);
+  camera.position.copy(START);
   const controls = new OrbitControls(camera, renderer.domElement);
-  controls.listenToKeyEvents(container); // arrow keys pan while the viewer has focus
   const material = new THREE.MeshStandardMaterial({ color: PLAIN, roughness: 0.7, side: THREE.DoubleSide });
+  const pointMaterial = new THREE.PointsMaterial({ color: 0x1d2430, sizeAttenuation: true });
   let mesh = null;
+  let points = null;
 
   const draw = () => renderer.render(scene, camera);
-  const frame = (geometry) => {
-    geometry.computeBoundingSphere();
-    const { center, radius } = geometry.boundingSphere;
-    const direction = camera.position.clone().sub(controls.target).normalize();
+  /** The start view: the shape from the front-right, above, filling the viewer. */
+  const reset = () => {
+    if (!mesh) return;
+    const { center, radius } = mesh.geometry.boundingSphere;
     controls.target.copy(center);
-    camera.position.copy(center).addScaledVector(direction, radius * 3);
+    camera.position.copy(center).addScaledVector(START, radius * 3);
     camera.near = radius / 100;
     camera.far = radius * 100;
     camera.updateProjectionMatrix();
+    pointMaterial.size = radius / 150;
     controls.update();
     draw();
   };
   controls.addEventListener("change", draw);
+  keyboard(container, camera, controls, reset);
   const resize = () => {
     const width = container.clientWidth;
     const height = container.clientHeight;
@@ -76,15 +126,28 @@ function createViewer(container) {
   observer.observe(container);
 
   return {
+    reset,
     show(geometry) {
       if (mesh) {
         scene.remove(mesh);
         mesh.geometry.dispose();
       }
-      if (!geometry.hasAttribute("normal")) geometry.computeVertexNormals();
+      geometry.computeBoundingSphere();
       mesh = new THREE.Mesh(geometry, material);
       scene.add(mesh);
-      frame(geometry);
+      reset();
+    },
+    showPoints(positions) {
+      if (!points) {
+        points = new THREE.Points(new THREE.BufferGeometry(), pointMaterial);
+        points.geometry.setAttribute("position", new THREE.BufferAttribute(positions, 3));
+      }
+      scene.add(points);
+      draw();
+    },
+    hidePoints() {
+      if (points) scene.remove(points);
+      draw();
     },
     setExpertColours(on) {
       material.vertexColors = on && Boolean(mesh?.geometry.hasAttribute("color"));
@@ -96,7 +159,9 @@ function createViewer(container) {
       observer.disconnect();
       controls.dispose();
       mesh?.geometry.dispose();
+      points?.geometry.dispose();
       material.dispose();
+      pointMaterial.dispose();
       renderer.dispose();
     },
   };
@@ -115,8 +180,14 @@ export function mountMeshView(root, job, showError) {
     showError(new Error(`The 3D viewer needs WebGL, which this browser could not start (${error.message}).`));
     return () => {};
   }
+  const worker = parser();
   let request = new AbortController(); // the mesh in flight: another resolution or closing aborts it
-  const meshUrl = (res, format) => jobUrl(job.id, "mesh", { resolution: res, format, experts: true });
+  let shownResolution = resolution.value;
+  let inputPoints = null; // a promise of the upload's positions, parsed once
+  // In the input's own coordinates, so that the uploaded points lie on the surface.
+  const meshUrl = (res, format) => jobUrl(job.id, "mesh", {
+    resolution: res, format, experts: true, original_frame: true,
+  });
 
   async function load(signal) {
     const res = resolution.value;
@@ -126,14 +197,17 @@ export function mountMeshView(root, job, showError) {
       });
     }
     status.textContent = `Extracting the mesh at ${res}³…`;
-    const blob = await fetchOutput(meshUrl(res, "ply"), signal);
-    const geometry = new PLYLoader().parse(await blob.arrayBuffer());
+    const blob = await fetchOutput(meshUrl(res, "glb"), signal);
+    status.textContent = `Reading the mesh at ${res}³ (${(blob.size / 1e6).toFixed(1)} MB)…`;
+    const parsed = await worker.parse("mesh", await blob.arrayBuffer());
     if (signal.aborted) return;
-    fillLegend($("mesh-legend"), countExperts(geometry));
-    viewer.show(geometry);
+    fillLegend($("mesh-legend"), parsed.counts);
+    viewer.show(meshGeometry(parsed));
     viewer.setExpertColours(colours.checked);
-    const vertices = geometry.getAttribute("position").count;
-    status.textContent = `${vertices.toLocaleString()} vertices at ${res}³. Drag to rotate, scroll or pinch to zoom, arrow keys to pan.`;
+    shownResolution = res;
+    const vertices = parsed.positions.length / 3;
+    status.textContent = `${vertices.toLocaleString()} vertices at ${res}³. Drag or arrow keys to rotate, `
+      + "scroll, pinch or + and - to zoom, right-drag to pan, 0 to reset.";
   }
 
   const reload = () => {
@@ -145,15 +219,41 @@ export function mountMeshView(root, job, showError) {
       showError(error);
     });
   };
+
+  const large = (res) => Number(res) > LARGE_RESOLUTION && !window.confirm(
+    `A ${res}³ mesh has several million vertices: tens of MB to download, and slow to render on `
+    + "a modest machine. Extract it anyway?");
+
+  /** The upload's points over the mesh, fetched and parsed the first time they are asked for. */
+  async function showInput() {
+    inputPoints ||= fetchOutput(job.urls.input)
+      .then((blob) => blob.arrayBuffer())
+      .then((buffer) => worker.parse("input", buffer));
+    inputPoints.catch(() => { inputPoints = null; }); // asked again next time
+    status.textContent = "Reading the uploaded points…";
+    const { positions } = await inputPoints;
+    status.textContent = `${(positions.length / 3).toLocaleString()} of the uploaded points shown, in black.`;
+    if ($("mesh-input").checked) viewer.showPoints(positions);
+  }
+
   for (const format of ["ply", "obj", "glb"]) downloadOnClick($(`download-${format}`), showError);
-  resolution.addEventListener("change", reload);
+  resolution.addEventListener("change", () => {
+    if (large(resolution.value)) resolution.value = shownResolution;
+    else reload();
+  });
   colours.addEventListener("change", () => {
     viewer.setExpertColours(colours.checked);
     $("mesh-legend").hidden = !colours.checked;
   });
+  $("mesh-input").addEventListener("change", (event) => {
+    if (event.target.checked) showInput().catch(showError);
+    else viewer.hidePoints();
+  });
+  $("mesh-reset").addEventListener("click", () => viewer.reset());
   reload();
   return () => {
     request.abort();
+    worker.terminate();
     viewer.dispose();
   };
 }

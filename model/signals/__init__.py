@@ -6,7 +6,17 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-from model.signals.base import Batch, Grid, Signal, SignalError, SignalKind, kinds
+from model.signals.base import (
+    Batch,
+    Cap,
+    Grid,
+    Option,
+    Output,
+    Signal,
+    SignalError,
+    SignalKind,
+    kinds,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
@@ -48,5 +58,5 @@ def load_signal(path: Path, **options: object) -> Signal:
     return kind_of(path).load(path, **options)
 
 
-__all__ = ["Batch", "Grid", "Signal", "SignalError", "SignalKind", "identify", "kind_of", "kinds",
-           "load_signal"]
+__all__ = ["Batch", "Cap", "Grid", "Option", "Output", "Signal", "SignalError", "SignalKind",
+           "identify", "kind_of", "kinds", "load_signal"]

@@ -23,7 +23,10 @@ from model.network import NeuralExperts
 from model.render import Rendered, expert_colors, png
 from model.signals.base import (
     Batch,
+    Cap,
     Grid,
+    Option,
+    Output,
     SampledSignal,
     SignalError,
     SignalKind,
@@ -32,6 +35,7 @@ from model.signals.base import (
 
 MAX_SECONDS = 600.0  # default duration cap: 10 min at 48 kHz is ~29M samples, ~115 MB as float32
 MAX_SAMPLE_RATE = 384_000  # the highest rate common audio hardware offers; above it is a typo
+SERVICE_SAMPLE_RATE = 192_000  # the service's render cap: studio rates, half the longest render
 COORD_LIMIT = 100.0  # docs/method.md#audio: coordinates linspace(-100, 100, N)
 FORMATS = ("WAV", "WAVEX", "FLAC", "OGG")  # libsndfile also reads AIFF, MP3...: not offered
 PREDICT_CHUNK = 1 << 16  # audio has many 1-D points: big chunks, still only ~64 MB of activations
@@ -231,14 +235,38 @@ def write_outputs(model: NeuralExperts, meta: dict[str, Any], folder: Path) -> l
     return written
 
 
+SAMPLE_RATE = Option("sample_rate", int, "Hz (default: the input's)", minimum=1,
+                     cap="max_sample_rate")
+
 KIND = register(
     SignalKind(
         name="audio",
+        label="audio",
+        description="WAV, FLAC or OGG, mono or stereo (averaged), any rate, up to the duration cap",
+        coordinates="time in [-100, 100]",
         suffixes=(".wav", ".flac", ".ogg"),
         sniff=_sniff,
         load=load,
         write_outputs=write_outputs,
         metric_name="mse",
-        outputs={"reconstruction": reconstruction, "experts": experts},
+        outputs={
+            "reconstruction": Output(
+                reconstruction, "WAV at any sample rate", ("audio/wav",),
+                (SAMPLE_RATE, Option("encoding", str, "the WAV's samples", choices=tuple(ENCODINGS),
+                                     cli=False)),
+                suffixes=(".wav",)),
+            "experts": Output(
+                experts, "per-sample expert ids and their runs as JSON, or a PNG plot",
+                ("application/json", "image/png"),
+                (SAMPLE_RATE, Option("format", str, "json: ids and runs; png: a plot",
+                                     choices=("json", "png"), from_suffix=True)),
+                suffixes=(".json", ".png")),
+        },
+        media_family="audio",
+        media_types={".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg"},
+        caps=(
+            Cap("max_audio_seconds", MAX_SECONDS, "audio duration cap", load_option="max_seconds"),
+            Cap("max_sample_rate", SERVICE_SAMPLE_RATE, "largest sample rate of a rendered clip"),
+        ),
     )
 )

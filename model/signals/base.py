@@ -95,10 +95,67 @@ class Signal(Protocol):
 
 
 @dataclass(frozen=True)
-class SignalKind:
-    """Everything model/ knows about one kind of signal."""
+class Cap:
+    """A size limit the service sets per deployment, as plain data: service/settings.py makes a
+    setting of it, named after `setting`, with this default and description.
+
+    It bounds one of three things: a keyword of the kind's `load` (`load_option`), a render option
+    (an `Option.cap` names it), or a measure of a whole render (`measure`)."""
+
+    setting: str
+    default: int | float
+    description: str
+    load_option: str | None = None
+    measure: Callable[[dict[str, Any], dict[str, Any]], tuple[float, str]] | None = None
+    """measure(query, meta) -> (size, how to say it) of one render, e.g. (65536, "65,536 pixels")."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword of a renderer, as plain data: api/ makes a query parameter of it and
+    `nexp render` a command-line option."""
 
     name: str
+    type: type[int | float | bool | str]
+    description: str
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+    cap: str | None = None
+    """The `Cap.setting` bounding it. Left out by a client, the service asks for the renderer's
+    default or the cap, whichever is lower: a default never bypasses the cap."""
+    cli: bool = True
+    """Offered by `nexp render` (with `from_suffix`, filled from the output file's extension)."""
+    from_suffix: bool = False
+
+
+@dataclass(frozen=True)
+class Output:
+    """A named render of a fitted model: what it is, what it returns, the options it takes."""
+
+    render: Callable[..., Any]
+    """render(model, meta, **options) -> model.render.Rendered; ValueError on a bad option."""
+    summary: str
+    media_types: tuple[str, ...]
+    options: tuple[Option, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    """The extensions `nexp render -o` may write it under."""
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+
+@dataclass(frozen=True)
+class SignalKind:
+    """Everything model/ knows about one kind of signal, and what it declares to the service and
+    the page as plain data (media types, caps, outputs with their options)."""
+
+    name: str
+    label: str
+    """What a person calls it (the page, the API docs): "3D shape" for sdf."""
+    description: str
+    """What it reads, in a sentence (the API docs)."""
+    coordinates: str
+    """A model's input frame, e.g. "time in [-100, 100]" (the query endpoint's docs)."""
     suffixes: tuple[str, ...]
     sniff: Callable[[bytes], str | None]
     """The suffix of the format (".png"...) a file's first bytes look like, or None when they
@@ -109,8 +166,17 @@ class SignalKind:
     """Writes the kind's default outputs (reconstruction, experts...) into a fit's folder."""
     metric_name: str = "loss"
     """What progress_metric reports (psnr for images...)."""
-    outputs: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    """Named renderers: outputs[name](model, meta, **query) -> model.render.Rendered."""
+    outputs: dict[str, Output] = field(default_factory=dict)
+    media_family: str | None = None
+    """The top-level media type its uploads are declared as ("image" for image/png...): an upload
+    declared as another kind's is refused. None: declared types say nothing of this kind."""
+    media_types: dict[str, str] = field(default_factory=dict)
+    """suffix -> media type of the formats the service may serve back under their own type;
+    any other is sent as bytes to save, never as a type a browser would run."""
+    caps: tuple[Cap, ...] = ()
+
+    def cap(self, setting: str) -> Cap:
+        return next(c for c in self.caps if c.setting == setting)
 
 
 def grid_batch(grid: Grid, values: Tensor, generator: torch.Generator, max_points: int) -> Batch:

@@ -21,7 +21,10 @@ from model.network import NeuralExperts
 from model.render import Rendered, expert_colors, png, to_uint8
 from model.signals.base import (
     Batch,
+    Cap,
     Grid,
+    Option,
+    Output,
     SampledSignal,
     SignalError,
     SignalKind,
@@ -30,6 +33,11 @@ from model.signals.base import (
 
 MAX_PIXELS = 4096 * 4096  # decompression-bomb guard: refuse before decoding larger images
 MAX_RENDER_PIXELS = 8192 * 8192  # a 67-megapixel render holds ~2.5 GB while it runs (the API caps lower)
+# The service's render cap: a render at the cap must end within its render time limit (60 s). A
+# 2-core EPYC renders an image model of the default size (neural-experts, 128 wide, 4 experts) at
+# ~105k pixels/s on one thread; with two renders side by side each gets one core: 60 s x 105k =
+# 6.3M pixels, less a third for PNG encoding and a busy machine. Faster hardware takes a higher cap.
+SERVICE_RENDER_PIXELS = 2048 * 2048
 PAPER_DOWNSCALE = 4
 PAPER_CROP = 128
 
@@ -199,14 +207,43 @@ def write_outputs(model: NeuralExperts, meta: dict[str, Any], folder: Path) -> l
     return written
 
 
+def _render_pixels(query: dict[str, Any], meta: dict[str, Any]) -> tuple[float, str]:
+    """A render's pixels, the input's own size included (the default size costs as much)."""
+    width, height = _size(meta, query.get("width"), query.get("height"))
+    return width * height, f"{width * height:,} pixels"
+
+
+SIZE = (
+    Option("width", int, "pixels across (default: the input's)", minimum=1),
+    Option("height", int, "pixels down (default: the input's)", minimum=1),
+)
+
 KIND = register(
     SignalKind(
         name="image",
+        label="image",
+        description="PNG, JPEG or WebP, gray or colour, any size up to the pixel cap",
+        coordinates="(row, column) in [-1, 1]^2",
         suffixes=(".png", ".jpg", ".jpeg", ".webp"),
         sniff=_sniff,
         load=load,
         write_outputs=write_outputs,
         metric_name="psnr",
-        outputs={"reconstruction": reconstruction, "experts": experts},
+        outputs={
+            "reconstruction": Output(reconstruction, "PNG at any size", ("image/png",), SIZE,
+                                     suffixes=(".png",)),
+            "experts": Output(experts, "which expert owns each pixel, as a PNG", ("image/png",),
+                              SIZE, suffixes=(".png",)),
+        },
+        media_family="image",
+        media_types={".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                     ".webp": "image/webp"},
+        caps=(
+            Cap("max_image_pixels", MAX_PIXELS, "decoded image cap (decompression bombs)",
+                load_option="max_pixels"),
+            Cap("max_render_pixels", SERVICE_RENDER_PIXELS, "largest width x height of a "
+                "rendered image, the input's size included (default 2048 x 2048: what renders "
+                "within the render time limit)", measure=_render_pixels),
+        ),
     )
 )

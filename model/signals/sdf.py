@@ -38,7 +38,10 @@ from model.signals._geometry import (
 )
 from model.signals.base import (
     Batch,
+    Cap,
     Grid,
+    Option,
+    Output,
     SignalError,
     SignalKind,
     argmax_values,
@@ -142,7 +145,7 @@ def level_set(volume: np.ndarray) -> trimesh.Trimesh | None:
         return None
     spacing = 2 * DOMAIN / (volume.shape[0] - 1)
     # skimage's default gradient direction orients faces outward for negative-inside SDFs.
-    vertices, faces, _, _ = marching_cubes(  # type: ignore[no-untyped-call]
+    vertices, faces, _, _ = marching_cubes(
         volume, level=0.0, spacing=(spacing,) * 3
     )
     return trimesh.Trimesh(vertices - DOMAIN, faces, process=False)
@@ -344,11 +347,31 @@ def write_outputs(model: NeuralExperts, meta: dict[str, Any], folder: Path) -> l
 KIND = register(
     SignalKind(
         name="sdf",
+        label="3D shape",
+        description="a point cloud with normals (PLY, XYZ) or a triangle mesh (OBJ, PLY, OFF, "
+        "STL), fitted as a signed distance function",
+        coordinates="(x, y, z) in [-1.2, 1.2]^3",
         suffixes=tuple(SUFFIX_FORMATS),
         sniff=sniff,
         load=load,
         write_outputs=write_outputs,
         metric_name="sdf_l1",
-        outputs={"mesh": mesh},
+        outputs={
+            "mesh": Output(
+                mesh, "the zero level set by marching cubes, as PLY, OBJ or GLB",
+                tuple(dict.fromkeys(MESH_MEDIA_TYPES.values())),
+                (Option("resolution", int, "grid cells a side", minimum=MESH_RESOLUTIONS[0],
+                        cap="max_mesh_resolution"),
+                 Option("format", str, "the file format", choices=tuple(MESH_MEDIA_TYPES),
+                        from_suffix=True),
+                 Option("experts", bool, "colour vertices by expert"),
+                 Option("original_frame", bool, "the input's coordinates")),
+                suffixes=tuple(f".{fmt}" for fmt in MESH_MEDIA_TYPES)),
+        },
+        media_family="model",
+        caps=(
+            Cap("max_sdf_points", 2_000_000, "point-cloud cap", load_option="max_points"),
+            Cap("max_mesh_resolution", MESH_RESOLUTIONS[1], "largest marching-cubes resolution"),
+        ),
     )
 )

@@ -218,7 +218,7 @@ def test_top_k_is_checked_against_the_model(kodak_crop: Path) -> None:
     signal = load_signal(kodak_crop)
     with pytest.raises(ValueError, match="top_k must be 1 to K = 4"):
         fit(signal, FitOptions(top_k=5))
-    with pytest.raises(ValueError, match="top_k must be 1 or more"):
+    with pytest.raises(ValueError, match="top_k must be 1 to 32"):
         FitOptions(top_k=0)
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from model.fit import accumulate_gradients, balance_loss, make_loss_fn, split_batch
-from model.network import MLP, ModelConfig, NeuralExperts, _affine, _SineAffine
+from model.kernels import SineAffine, affine
+from model.network import MLP, ModelConfig, NeuralExperts
 from model.signals.base import Batch, reconstruction_loss
 
 
@@ -25,8 +26,8 @@ def test_fused_sine_matches_autograd(x_shape: tuple[int, ...], w_shape: tuple[in
     x = torch.randn(*x_shape, dtype=torch.double, requires_grad=True)
     w = (torch.randn(*w_shape, dtype=torch.double) * 0.1).requires_grad_()
     b = torch.randn(*b_shape, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: _SineAffine.apply(x, w, b, 30.0), (x, w, b))
-    torch.testing.assert_close(_SineAffine.apply(x, w, b, 30.0), torch.sin(_affine(x, w, b, 30.0)))
+    assert torch.autograd.gradcheck(lambda x, w, b: SineAffine.apply(x, w, b, 30.0), (x, w, b))
+    torch.testing.assert_close(SineAffine.apply(x, w, b, 30.0), torch.sin(affine(x, w, b, 30.0)))
 
 
 class _Image:

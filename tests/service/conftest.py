@@ -18,6 +18,7 @@ import redis
 from service.context import Context
 from service.settings import Settings
 from tests.utils.jobs import context as job_context
+from tests.utils.s3 import moto_server
 from tests.utils.service import Service, started
 from tests.utils.signals import SDF_LOAD
 
@@ -44,6 +45,13 @@ def redis_db(db: int) -> str:
     finally:
         client.close()
     return url
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of a moto S3 server process holding one empty bucket (tests.utils.s3)."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
 
 
 def service_env(data: Path, pretrain_cache: Path, **overrides: str) -> dict[str, str]:

@@ -35,6 +35,7 @@ def test_columns_added_since_a_table_was_made_are_added(tmp_path: Path) -> None:
             old = jobs.get(session, "old")
             assert old is not None and old.owner is None and old.stored_bytes == 0
             assert old.snapshot_bytes == 0 and old.resumed_from_step is None
+            assert old.snapshot_step is None and old.history is None and old.stages is None
             add_job(session, owner="3f9c0a1b2d4e", stored_bytes=10, snapshot_bytes=5)
             assert jobs.stored_bytes(session, "3f9c0a1b2d4e") == 15  # a snapshot counts too
         context(settings).engine.dispose()  # a second start finds nothing to add

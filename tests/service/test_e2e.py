@@ -204,6 +204,17 @@ def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
         assert url.startswith("/") and client.get(url).status_code == 200, url
 
 
+def test_the_kinds_are_listed_with_their_outputs(client: httpx.Client) -> None:
+    """What the page labels jobs and picks their views by, from the registry (model/signals)."""
+    kinds = {kind["name"]: kind for kind in client.get("/v1/kinds").json()}
+    assert list(kinds) == ["audio", "image", "sdf"] and kinds["sdf"]["label"] == "3D shape"
+    image = {output["name"]: output for output in kinds["image"]["outputs"]}
+    assert list(image) == ["reconstruction", "experts"]
+    assert [(o["name"], o["type"], o["minimum"]) for o in image["experts"]["options"]] == [
+        ("width", "integer", 1), ("height", "integer", 1)]
+    assert ".flac" in kinds["audio"]["suffixes"]
+
+
 def test_every_operation_documents_its_responses(client: httpx.Client) -> None:
     spec = client.get("/openapi.json").json()
     assert "Problem" in spec["components"]["schemas"]

@@ -7,11 +7,11 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import pytest
 
@@ -30,6 +30,7 @@ from tests.utils.service import Service, started, submit, wait_status
 from worker import runner
 
 STEPS = 150  # about 10 s on one busy CPU thread: long enough to kill mid-fit
+T = TypeVar("T")
 
 
 def snapshot_files(ctx: Context, job_id: str) -> list[str]:
@@ -172,6 +173,14 @@ def wait_for_snapshot(service: Service, job_id: str, timeout: float = 120) -> No
         time.sleep(0.05)
 
 
+def wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 30) -> T:
+    deadline = time.monotonic() + timeout
+    while not done(value := read()):
+        assert time.monotonic() < deadline, f"still {value} after {timeout} s"
+        time.sleep(0.1)
+    return value
+
+
 def test_a_killed_worker_child_resumes_from_its_snapshot(
         snapshotting: Service, kodak_crop: Path) -> None:
     with snapshotting.client() as client:
@@ -197,9 +206,12 @@ def test_a_running_job_previews_and_deleting_it_removes_its_snapshot(
     with snapshotting.client() as client:
         job = submit(client, kodak_crop, steps=5000)
         wait_for_snapshot(snapshotting, job["id"])
+        running = wait_for(lambda: client.get(job["urls"]["self"]).json(),
+                           lambda job: job["snapshot_step"] is not None)
+        assert running["status"] == "running" and running["snapshot_step"] > 0, running
         preview = client.get(job["urls"]["reconstruction"])
         assert preview.status_code == 200 and preview.headers["x-fit-preview"] == "true"
-        assert int(preview.headers["x-fit-step"]) > 0
+        assert int(preview.headers["x-fit-step"]) >= running["snapshot_step"]  # or a newer one
         assert client.delete(job["urls"]["self"]).status_code == 204
         folder = snapshotting.data / "artifacts" / "jobs" / job["id"]
         deadline = time.monotonic() + 30  # the worker stops within a heartbeat and tidies up

@@ -1,22 +1,16 @@
-"""The real service for tests: uvicorn and Celery worker subprocesses sharing one data folder.
+"""The real service for tests: uvicorn and Celery worker subprocesses sharing one data folder
+(service.harness, which the benchmarks use too), and the requests tests make of it.
 
 Each process writes its log beside the data, and a failure message quotes the logs' tails.
-Every process starts in a session of its own, so a test can kill a worker with its pool
-children, and teardown never leaves one behind.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -24,101 +18,24 @@ import redis
 
 from service import jobs
 from service.context import Context
+from service.harness import REPO as REPO  # re-exported: tests take all they need from here
+from service.harness import START_TIMEOUT_S as START_TIMEOUT_S
+from service.harness import STOP_TIMEOUT_S as STOP_TIMEOUT_S
+from service.harness import Harness
+from service.harness import free_port as free_port
+from service.harness import stop as stop
 from service.settings import Settings
-
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 90  # importing torch twice on a busy 2-core machine
-STOP_TIMEOUT_S = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Signal the process, then kill its whole session if it has not exited in time."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # pool children that outlived their parent
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 @dataclass
-class Service:
+class Service(Harness):
     """An API and a worker on `data`, configured by `env` (NEXP_* variables)."""
-
-    data: Path
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
 
-    def spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
-        log = (self.data / f"{name}.log").open("ab")
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **self.env}, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        self.processes[name] = process
-        return process
-
-    def start_api(self) -> None:
-        self.spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host",
-                           "127.0.0.1", "--port", str(self.port)])
-        self.wait_until(lambda: self.answers("/healthz"), "the API to answer /healthz")
-
-    def start_worker(self) -> None:
-        ready = self.logs_from_now("worker", b" ready.")
-        # -q: no start-up banner on stdout, so every line the worker writes is a JSON log line.
-        self.spawn("worker", [sys.executable, "-m", "celery", "-q", "-A", "worker.celery_app", "worker",
-                              "--loglevel=INFO", "--without-gossip", "--without-mingle"])
-        self.wait_until(ready, "the worker to be ready")
-
-    def logs_from_now(self, name: str, marker: bytes) -> Callable[[], bool]:
-        """A check that process `name` has logged `marker` since this call."""
-        log = self.data / f"{name}.log"
-        start = log.stat().st_size if log.exists() else 0
-        return lambda: log.exists() and marker in log.read_bytes()[start:]
-
-    def stop_all(self) -> None:
-        for name, process in self.processes.items():
-            # The worker's cold shutdown: a warm one would wait for a training job to end.
-            stop(process, signal.SIGQUIT if name == "worker" else signal.SIGTERM)
-
-    def answers(self, path: str) -> bool:
-        try:
-            return httpx.get(self.url + path, timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def wait_until(self, done: Callable[[], bool], what: str, timeout: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if done():
-                return
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    pytest.fail(f"{name} exited with {process.returncode} while waiting for "
-                                f"{what}\n{self.logs()}")
-            time.sleep(0.2)
-        pytest.fail(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in sorted(self.data.glob("*.log")))
+    def fail(self, message: str) -> NoReturn:
+        pytest.fail(message)
 
     def row(self, job_id: str) -> jobs.Job:
         """The job's database row, with what the API does not show (the worker's pid)."""

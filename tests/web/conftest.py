@@ -25,6 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "web"
+DESKTOP = {"width": 1366, "height": 900}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def unexpected(message: ConsoleMessage) -> bool:
 def page(browser: Browser, service: Service) -> Iterator[Page]:
     """A laptop-sized page on the service; any uncaught script error, anything the page's
     Content-Security-Policy blocked, or any other console error fails the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=service.url,
+    context = browser.new_context(viewport=DESKTOP, base_url=service.url,
                                   accept_downloads=True)
     page = context.new_page()
     errors: list[str] = []

@@ -1,7 +1,8 @@
 """The page at `/` end to end: real uploads, a real worker, a real browser.
 
-Each test starts a tiny fit from the page, waits for it to succeed and checks its view.
-Screenshots land in test-output/web/ for a person to look at.
+Each test starts a tiny fit from the page, waits for it to succeed and checks its view: with
+axe-core (from web/node_modules, served like three.js) for accessibility, and in screenshots at a
+laptop's and a phone's size, which land in test-output/web/ for a person to look at.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Page, Route, expect
 
+from model.network import ACTIVATIONS
+from model.presets import MAX_EXPERTS, MODELS, PRESETS
 from tests.utils.service import Service
 from tests.utils.web import (
     FIT_TIMEOUT_MS,
@@ -23,6 +26,7 @@ from tests.utils.web import (
     wait_loaded,
     wait_succeeded,
 )
+from tests.web.conftest import DESKTOP
 
 
 def shares_in_legend(page: Page) -> list[float]:
@@ -47,7 +51,7 @@ def same_as_the_api(page: Page, link: str) -> bytes:
 
 def on_a_phone(page: Page, screenshot: Path) -> None:
     """At a phone's width, nothing sticks out sideways; a screenshot for a person to look at."""
-    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_viewport_size(PHONE)
     wider = page.evaluate("[...document.querySelectorAll('body *')]"
                           ".filter(e => e.getBoundingClientRect().right > 391)"
                           ".map(e => e.id || e.className || e.tagName)")
@@ -55,11 +59,36 @@ def on_a_phone(page: Page, screenshot: Path) -> None:
     page.screenshot(path=screenshot, full_page=True)
 
 
+PHONE = {"width": 390, "height": 844}
+AXE = "/vendor/axe-core/axe.min.js"
+
+
+def accessibility_problems(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it stands."""
+    if not page.evaluate("'axe' in window"):
+        page.add_script_tag(url=AXE)
+    found = page.evaluate("axe.run(document, { resultTypes: ['violations'] })")["violations"]
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:4]}"
+            for v in found if v["impact"] in ("serious", "critical")]
+
+
+def check_view(page: Page, screenshots: Path, name: str) -> None:
+    """No serious accessibility problem; the view at a laptop's size and at a phone's (where
+    nothing may stick out sideways), as screenshots."""
+    assert not accessibility_problems(page), accessibility_problems(page)
+    page.set_viewport_size(DESKTOP)
+    page.screenshot(path=screenshots / f"{name}-1366x900.png", full_page=True)
+    on_a_phone(page, screenshots / f"{name}-390x844.png")
+    page.set_viewport_size(DESKTOP)
+
+
 def test_image_fit_compares_clean_reconstruction_expert_map_and_zoom(
     page: Page, kodak_wide: Path, screenshots: Path
 ) -> None:
+    # The result's renders, not the previews of the running fit (X-Fit-Preview).
     reconstructions: list[str] = []
-    page.on("request", lambda r: reconstructions.append(r.url) if "/reconstruction" in r.url else None)
+    page.on("response", lambda r: reconstructions.append(r.url)
+            if "/reconstruction" in r.url and "x-fit-preview" not in r.headers else None)
     start_fit(page, kodak_wide, steps=100)  # ten progress reports for the live curves
     expect(page.locator("#job-title")).to_have_text(kodak_wide.name)
     expect(page.locator("#job-step")).to_contain_text("step", timeout=FIT_TIMEOUT_MS)
@@ -80,6 +109,22 @@ def test_image_fit_compares_clean_reconstruction_expert_map_and_zoom(
     expect(page.locator("#error-scale")).to_contain_text("yellow")
     expect(page.locator("#job-metrics")).to_contain_text("PSNR")
     expect(page.locator("#job-metrics")).to_contain_text("dB ↑ higher is better")
+
+    # Before/after: the original left of the divider, the reconstruction right of it, by mouse
+    # or keyboard.
+    wait_loaded(page, "#compare-original", 48)
+    wait_loaded(page, "#compare-reconstruction", 48)
+    page.fill("#compare-split", "20")
+    expect(page.locator("#compare-split")).to_have_attribute("aria-valuetext", "20% original")
+    page.focus("#compare-split")
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#compare-split")).to_have_attribute("aria-valuetext", "21% original")
+    box = page.locator("#compare").bounding_box()
+    shown_at = ("([x, y]) => document.elementFromPoint(x, y).id")
+    middle = box["y"] + box["height"] / 2
+    assert page.evaluate(shown_at, [box["x"] + 0.1 * box["width"], middle]) == "compare-original"
+    assert page.evaluate(shown_at, [box["x"] + 0.5 * box["width"], middle]) == "compare-reconstruction"
+    check_view(page, screenshots, "image")
 
     with page.expect_request(re.compile(r"/reconstruction\?width=96&height=64$")):
         page.select_option("#zoom", "2")
@@ -125,7 +170,6 @@ def test_image_fit_compares_clean_reconstruction_expert_map_and_zoom(
     expect(page.locator("#reconstruction-size")).to_have_text("(48 × 32 px)")
     assert len([url for url in reconstructions if url.endswith("/reconstruction")]) == 1
 
-    on_a_phone(page, screenshots / "image-phone.png")
 
     # Another tab, opened on the job's link: the upload comes from the API there.
     job_id = page.locator("#jobs-list li.selected").get_attribute("data-id")
@@ -155,13 +199,25 @@ def test_audio_fit_shows_waveforms_shares_players_and_downloads(
             " return d.some((v, i) => i % 4 === 3 && v > 0); }",
             arg=canvas,
         )
-    page.screenshot(path=screenshots / "audio-result.png", full_page=True)
+    # One lane per expert over 1% (the rest share "other"), named for a screen reader; a time axis;
+    # the reconstruction's playhead where its player is.
+    lanes = page.locator("#expert-lanes")
+    expect(lanes).to_have_attribute("aria-label", re.compile(r"^Expert lanes over \d+\.\d+ s.*expert \d"))
+    lanes_drawn = page.eval_on_selector("#expert-lanes", "c => c.clientHeight") // 18
+    assert lanes_drawn == len(shares_in_legend(page))
+    expect(page.locator("#wave-original")).to_have_attribute("aria-label", re.compile("^Original waveform, "))
+    expect(page.locator("#playhead-reconstruction")).to_be_hidden()
+    page.wait_for_function("document.querySelector('#audio-reconstruction').duration > 0")
+    page.eval_on_selector("#audio-reconstruction", "a => { a.currentTime = a.duration / 2; }")
+    expect(page.locator("#playhead-reconstruction")).to_be_visible()
+    halfway = re.compile(r"left: 50(\.\d+)?%")
+    expect(page.locator("#playhead-reconstruction")).to_have_attribute("style", halfway)
+    check_view(page, screenshots, "audio")
 
     assert same_as_the_api(page, "#download-reconstruction")[:4] == b"RIFF"
     experts = json.loads(same_as_the_api(page, "#download-experts"))
     assert set(experts) >= {"expert_ids", "segments"}
     assert same_as_the_api(page, "#download-plot")[:4] == b"\x89PNG"
-    on_a_phone(page, screenshots / "audio-phone.png")
 
 
 def test_mesh_fit_shows_3d_viewer_legend_warning_and_downloads(
@@ -175,6 +231,19 @@ def test_mesh_fit_shows_3d_viewer_legend_warning_and_downloads(
     expect(page.locator("#viewer")).to_have_attribute("role", "application")
     expect(page.locator("#mesh-legend li").first).to_contain_text("expert")
     expect(page.locator("#download-glb")).to_have_attribute("href", re.compile("format=glb"))
+    # Keys turn the view, 0 puts it back; the upload's points show on request.
+    view = "() => document.querySelector('#viewer canvas').toDataURL()"
+    start = page.evaluate(view)
+    page.focus("#viewer")
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("-")
+    assert page.evaluate(view) != start
+    page.keyboard.press("0")
+    assert page.evaluate(view) == start
+    page.check("#mesh-input")
+    expect(page.locator("#viewer-status")).to_contain_text("uploaded points shown", timeout=60_000)
+    assert page.evaluate(view) != start
+    page.uncheck("#mesh-input")
     # A 10-step fit is a poor shape or not; the page says so exactly when the IoU says so.
     job_id = page.locator("#jobs-list li.selected").get_attribute("data-id")
     iou = page.request.get(f"/v1/jobs/{job_id}/metrics").json()["iou"]
@@ -183,25 +252,31 @@ def test_mesh_fit_shows_3d_viewer_legend_warning_and_downloads(
         expect(warning).to_contain_text("The shape was not recovered")
     else:
         expect(warning).to_be_hidden()
-    page.screenshot(path=screenshots / "mesh-experts.png", full_page=True)
+    check_view(page, screenshots, "mesh")
     page.uncheck("#mesh-experts")
     expect(page.locator("#mesh-legend")).to_be_hidden()
     page.screenshot(path=screenshots / "mesh-plain.png", full_page=True)
 
-    with page.expect_request(re.compile(r"/mesh\?resolution=32&format=ply")):
+    # Above 128³ the page asks first; refused, nothing is asked of the API.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.select_option("#mesh-resolution", "256")
+    expect(page.locator("#mesh-resolution")).to_have_value("64")
+    glb_32 = re.compile(r"/mesh\?resolution=32&format=glb&experts=true&original_frame=true$")
+    with page.expect_request(glb_32):
         page.select_option("#mesh-resolution", "32")
     expect(page.locator("#viewer-status")).to_contain_text("at 32³", timeout=60_000)
     name, data = downloaded(page, "#download-glb")
     assert name == "spot-32.glb"
     assert data[:4] == b"glTF"
     assert same_as_the_api(page, "#download-ply")[:3] == b"ply"
-    on_a_phone(page, screenshots / "mesh-phone.png")
 
 
-def test_form_is_labelled_explained_and_keyboard_usable(page: Page, screenshots: Path) -> None:
+def test_form_is_labelled_explained_and_keyboard_usable(
+    page: Page, kodak_crop: Path, screenshots: Path
+) -> None:
     page.goto("/")
     for label in ("Drop a file here", "Preset", "Steps", "Model", "Experts", "Activation",
-                  "Paper protocol"):
+                  "Time budget", "Paper protocol"):
         field = page.get_by_label(label)
         expect(field).to_be_visible()
         if label != "Drop a file here":  # every choice has its one line of help
@@ -210,12 +285,12 @@ def test_form_is_labelled_explained_and_keyboard_usable(page: Page, screenshots:
     expect(page.locator("#activation-hint")).to_contain_text("FINER")
     expect(page.get_by_role("link", name="API docs")).to_have_attribute("href", "/docs")
     focused = []
-    for _ in range(11):
+    for _ in range(12):
         page.keyboard.press("Tab")
         focused.append(page.evaluate("document.activeElement.id"))
     # A skip link first, the form next; the API key, rarely needed, comes after the job list.
     assert focused == ["skip-link", "docs-link", "file", "preset", "steps", "model", "experts", "activation",
-                       "protocol", "submit", "jobs-refresh"]
+                       "time-budget", "protocol", "submit", "jobs-refresh"]
     page.get_by_text("Use it from code").click()  # the client and webhook samples (issue 15)
     expect(page.locator("#from-code")).to_contain_text("job.wait(progress=True)")
     expect(page.locator("#from-code")).to_contain_text("verify_webhook(headers, body")
@@ -236,9 +311,36 @@ def test_form_is_labelled_explained_and_keyboard_usable(page: Page, screenshots:
         expect(page.locator(field)).to_be_focused()
         page.fill(field, "")
     assert uploads == []
+
+    # The run time it will take, before it starts: the default budget, a chosen one, or steps.
+    estimate = page.locator("#fit-estimate")
+    expect(estimate).to_contain_text("up to 5 min, the service's default budget")
+    page.select_option("#time-budget", "60")
+    expect(estimate).to_contain_text("1 min, the budget")
+    page.fill("#steps", "200")
+    expect(estimate).to_contain_text("~58 s (200 steps")
+    page.set_input_files("#file", kodak_crop)
+    page.fill("#steps", "1")
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/v1/jobs")) as sent:
+        page.click("#submit")
+    job = sent.value.json()
+    assert job["options"]["time_budget_s"] == 60
+    page.request.post(f"/v1/jobs/{job['id']}/cancel")
+    page.goto("/")
     page.fill("#steps", "abc")
     page.click("#submit")
-    on_a_phone(page, screenshots / "form-phone.png")
+    check_view(page, screenshots, "form")
+
+
+def test_the_form_offers_what_the_api_declares(page: Page) -> None:
+    page.goto("/")  # the selects are empty in the HTML: GET /v1/options fills them
+    expect(page.locator("#model option")).to_have_count(len(MODELS))
+    expect(page.locator("#model")).to_have_value("neural-experts")
+    expect(page.locator("#model option:checked")).to_have_text("Neural Experts")
+    expect(page.locator("#preset option")).to_have_count(len(PRESETS))
+    expect(page.locator("#preset")).to_have_value("fast")
+    expect(page.locator("#activation option")).to_have_count(len(ACTIVATIONS))
+    expect(page.locator("#experts-hint")).to_contain_text(f"2 to {MAX_EXPERTS}")
 
 
 def test_garbage_upload_shows_the_api_error(
