@@ -70,10 +70,11 @@ def model_config(
 
 # --------------------------------------------------------------------------- the size rule
 # docs/method.md#the-size-rule. The paper's models were sized for its signals; a signal with g
-# times as many points gets K = 4 * 2^floor(log2(g) / 2) experts (twice as many per 4x the
-# points), within 4..MAX_EXPERTS, and an image beyond the paper's 128 x 128 gets a hash-grid
-# expert encoder, a table of a quarter to half its pixels per level (sine MLPs capped
-# what a fit of a full-size photo reached in a budget: bench/RESULTS.md, "realsize").
+# times as many points gets K = K_paper * 2^floor(log2(g) / 2) experts (twice as many per 4x
+# the points; K_paper is the task's K in the paper's table), up to MAX_EXPERTS, and an image
+# beyond the paper's 128 x 128 gets a hash-grid expert encoder, a table of a quarter to half its
+# pixels per level (sine MLPs capped what a fit of a full-size photo reached in a budget:
+# bench/RESULTS.md, "realsize").
 
 PAPER_POINTS: dict[str, int] = {
     "image": 128 * 128,  # the paper's Kodak crops
@@ -84,8 +85,9 @@ DEFAULT_BUDGET_S = 120.0
 """The fast preset's cap on an audio or 3D fit: 300 steps of a large clip or mesh ran past 12
 minutes on a 2-core CPU (issue 13); a GPU ends at the steps well before it."""
 IMAGE_BATCH_POINTS = 16_384
-"""Pixels per step of the fast preset (a 128 x 128 image whole): on full-size kodim19 the rule's
-model reached 29.3 dB in 60 CPU-seconds with it, 22.7 with 65,536 (78 steps against 19)."""
+"""Pixels per step of the fast preset (a 128 x 128 image whole): more, shorter steps in a budget;
+on full-size kodim19 the rule's model reached 29.3 dB in 60 CPU-seconds with it, 22.7 with
+65,536 (docs/method.md, "The size rule")."""
 DENSE_MAX_EXPERTS = 4
 """The paper's K: up to it a fit keeps the dense loss; past it a dense step costs ~K / 4 times."""
 SIZED_WIDTH = 64
@@ -97,8 +99,9 @@ GRID_BOUNDS = {"image": 1.0}  # coordinates span [-bound, bound] (model/signals/
 
 def sized_experts(task: str, points: int) -> int:
     """K for a signal of `points` points (pixels, samples, 3D input points)."""
+    paper_k = _EXPERTS_WIDTHS[task][-1]  # never fewer than the paper's table gives
     growth = max(1.0, points / PAPER_POINTS[_family(task)])
-    return min(MAX_EXPERTS, 4 * 2 ** math.floor(math.log2(growth) / 2))
+    return min(MAX_EXPERTS, paper_k * 2 ** math.floor(math.log2(growth) / 2))
 
 
 def sized_config(task: str, in_dim: int, out_dim: int, shape: tuple[int, ...],

@@ -25,9 +25,19 @@ const FINAL = {
   chamfer: { name: "Chamfer distance (×10⁵)", format: (v) => v.toPrecision(4), better: LOWER },
 };
 
+// Why the fit stopped (metrics.json's stop_reason), in words.
+const STOP_REASONS = {
+  steps: "it ran all its steps",
+  budget: "its time budget ran out",
+  target: "it reached its target PSNR",
+};
+
 /** [{ key, name, value, better }] for each final metric, readable. */
 export function describeMetrics(metrics) {
   return Object.entries(metrics || {}).map(([key, value]) => {
+    if (key === "stop_reason") {
+      return { key, name: "Stopped because", value: STOP_REASONS[value] || String(value), better: "" };
+    }
     const known = FINAL[key];
     const shown = typeof value !== "number" ? "not available"
       : !Number.isFinite(value) ? String(value) // chamfer is inf when no surface came out

@@ -37,9 +37,11 @@ def test_a_small_fit_of_a_real_photo_learns(kodak_crop: Path, pretrain_cache: Pa
     )
     assert 0 < result.metrics["ssim"] <= 1
     assert result.config["parameters"] == 365_968
-    assert [r.step for r in reports if r.step] == list(range(10, 151, 10))
-    assert {r.stage for r in reports} == {"pretrain", "fit"}  # the fast preset has one stage
-    assert reports[-1].eta_s == 0 and reports[-1].total == 150
+    training = [r for r in reports if r.stage != "evaluate"]
+    assert [r.step for r in training if r.step] == list(range(10, 151, 10))
+    assert {r.stage for r in training} == {"pretrain", "fit"}  # the fast preset has one stage
+    assert training[-1].eta_s == 0 and training[-1].total == 150
+    assert reports[-1].stage == "evaluate" and reports[-1].step == 150  # announced before it runs
 
 
 def test_stage_two_trains_only_the_experts(
@@ -59,7 +61,7 @@ def test_stage_two_trains_only_the_experts(
     for name, p in both.model.named_parameters():
         same = torch.equal(p.detach(), stage_one[name].detach())
         assert same != name.startswith("experts."), name
-    assert [r.stage for r in reports if r.step] == ["experts"]  # step 10 is in stage 2
+    assert [r.stage for r in reports if r.step] == ["experts", "evaluate"]  # step 10: stage 2
     assert all(p.requires_grad for p in both.model.parameters())
 
 
@@ -264,7 +266,7 @@ def test_a_target_fit_stops_at_its_target(kodak_crop: Path, pretrain_cache: Path
     reports: list[Progress] = []
     result = fit(signal, FitOptions(steps=300, target_psnr=33.0), reports.append,
                  cache_dir=pretrain_cache)
-    training = [r for r in reports if r.step]
+    training = [r for r in reports if r.step and r.stage != "evaluate"]
     assert result.stop_reason == "target"
     assert training[-1].metric >= 33.0 > max(r.metric for r in training[:-1])  # the first to reach it
     assert training[-1].step < 300 and training[-1].eta_s == 0

@@ -49,8 +49,8 @@ def test_the_presets_help_describes_every_preset() -> None:
         ("image", (4096, 4096), MAX_EXPERTS, "grid"),
         ("audio", (88_200,), 4, "mlp"),
         ("audio", (60 * 44_100,), 8, "mlp"),  # a minute at 44.1 kHz
-        ("sdf", (250_000,), 4, "mlp"),
-        ("sdf", (1_000_000,), 8, "mlp"),
+        ("sdf", (250_000,), 8, "mlp"),  # never fewer than the paper's K = 8
+        ("sdf", (1_000_000,), 16, "mlp"),
     ],
 )
 def test_the_size_rule_gives_its_documented_sizes(task: str, shape: tuple[int, ...], experts: int,
