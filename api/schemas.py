@@ -28,13 +28,15 @@ API_OPTIONS = {f.name: f for f in user_options() if option_of(f).api}
 def fit_field(name: str) -> Any:
     """JobCreate's field for the declared option `name`: its default, bounds, choices and help.
     A choice is checked against its registry after the form is read (api.uploads), so the 422
-    names the choices as the fit code does; the schema lists them as an enum."""
+    names the choices as the fit code does; the schema lists them as an enum (with null where
+    the option may be left unset, as a job's stored options show it)."""
     declared = API_OPTIONS[name]
     spec = option_of(declared)
+    unset = [None] if default_of(declared) is None else []
     return Field(
         default_of(declared), description=spec.help + spec.service_note, ge=spec.ge, gt=spec.gt,
         le=spec.le, allow_inf_nan=False if value_type(name) is float else None,
-        json_schema_extra={"enum": list(spec.names())} if spec.choices else None,
+        json_schema_extra={"enum": [*spec.names(), *unset]} if spec.choices else None,
     )
 
 
