@@ -19,14 +19,19 @@ from tests.utils.data import DATA
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_fitting_sections_dry_run(tmp_path: Path) -> None:
+def run_sections(results: Path, *args: str, timeout: float = 600) -> None:
+    """`python -m bench ARGS` on the repo's own data (the sections' files, cut short), its
+    results written to `results`; it must exit 0."""
     run = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "bench", "quality", "audio", "sdf", "--steps", "2",
-         "--results", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "NEXP_BENCH_DATA_DIR": str(DATA)},  # the sections' files, cut short
+        [sys.executable, "-W", "ignore", "-m", "bench", *args, "--results", str(results)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "NEXP_BENCH_DATA_DIR": str(DATA)},
     )
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_the_fitting_sections_dry_run(tmp_path: Path) -> None:
+    run_sections(tmp_path, "quality", "audio", "sdf", "--steps", "2")
 
     quality = json.loads((tmp_path / "quality.json").read_text())["runs"]
     assert {r["model"] for r in quality} == {"siren", "siren-wider", "neural-experts"}
@@ -45,13 +50,7 @@ def test_the_fitting_sections_dry_run(tmp_path: Path) -> None:
 def test_the_sparse_section_dry_runs(tmp_path: Path) -> None:
     # Step times against K (dense and sparse) and the equal-budget fits, cut to 2 rounds, a
     # 1,024-point batch and 1 s budgets: no timing is asserted, only that every row is there.
-    run = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "bench", "sparse", "--steps", "2",
-         "--results", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "NEXP_BENCH_DATA_DIR": str(DATA)},
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_sections(tmp_path, "sparse", "--steps", "2")
     result = json.loads((tmp_path / "sparse.json").read_text())
     assert [row[0] for row in result["step_times"]["rows"]] == [4, 16, 64]
     assert all(math.isfinite(fit["psnr"]) for fit in result["fits"])
@@ -74,13 +73,7 @@ def test_the_service_stack_starts_survives_a_killed_worker_and_stops(tmp_path: P
 @pytest.mark.timeout(900)  # three worker starts and 1,500 steps of fits on one shared thread
 def test_the_faults_section_dry_runs(tmp_path: Path) -> None:
     # A private Redis, API and worker; one 600-step job a mode, its worker SIGKILLed mid-fit.
-    run = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "bench", "faults", "--steps", "600",
-         "--results", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=1200,
-        env={**os.environ, "NEXP_BENCH_DATA_DIR": str(DATA)},
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_sections(tmp_path, "faults", "--steps", "600", timeout=1200)
     result = json.loads((tmp_path / "faults.json").read_text())
     assert result["lost"] == 0
     restart, resume = result["modes"].values()
@@ -98,13 +91,7 @@ def test_the_realsize_section_dry_runs(tmp_path: Path) -> None:
     # A 256 x 192 corner of kodim19 (the one Kodak image tests/data keeps), every variant for 2
     # steps at one budget, step times on 1,024 points, a 1 s speech clip and spot for 2 steps:
     # the rows, not the numbers.
-    run = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "bench", "realsize", "--steps", "2", "--budgets", "60",
-         "--results", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "NEXP_BENCH_DATA_DIR": str(DATA)},
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_sections(tmp_path, "realsize", "--steps", "2", "--budgets", "60")
     result = json.loads((tmp_path / "realsize.json").read_text())
     variants = {f["variant"] for f in result["fits"]}
     assert variants == {"fast, fixed size (before)", "size-aware default", "SIREN Base"}
