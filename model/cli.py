@@ -51,17 +51,24 @@ def _option_parameter(declared: Field[Any], hint: Any) -> inspect.Parameter:
                              annotation=Annotated[hint, typer_option])
 
 
-def with_fit_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give `command` (which takes **options) one CLI option per declared fit option."""
-    hints = option_types()
-    declared = [_option_parameter(f, hints[f.name]) for f in user_options()]
+def with_parameters(
+    command: Callable[..., None], declared: list[inspect.Parameter]
+) -> Callable[..., None]:
+    """`command` (which takes **options) as typer sees it: its own parameters with `declared`
+    in place of **options, before its keyword-only ones (those are listed last in --help)."""
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    own_options = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]  # listed last
+    own_options = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
     positional = [p for p in own if p not in own_options]
     command.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[*positional, *declared, *own_options])
     return command
+
+
+def with_fit_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` (which takes **options) one CLI option per declared fit option."""
+    hints = option_types()
+    return with_parameters(command, [_option_parameter(f, hints[f.name]) for f in user_options()])
 
 
 @app.command("fit")
@@ -182,11 +189,8 @@ def _render_parameter(name: str, by_kind: dict[str, Option]) -> inspect.Paramete
 
 def with_render_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give `command` (which takes **options) one CLI option per declared render option."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    declared = [_render_parameter(name, by_kind) for name, by_kind in render_options().items()]
-    command.__signature__ = signature.replace(parameters=[*own, *declared])  # type: ignore[attr-defined]
-    return command
+    return with_parameters(
+        command, [_render_parameter(name, by_kind) for name, by_kind in render_options().items()])
 
 
 @app.command()
