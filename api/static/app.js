@@ -9,11 +9,12 @@ import { historyPoints, Previews, StageList } from "./progress.js";
 
 const $ = (id) => document.getElementById(id);
 
-// What a person calls each kind ("3D shape" for the API's sdf), from the service's registry
-// (GET /v1/kinds); a kind's own name should that request fail.
-const KIND_LABELS = await api.getKinds()
-  .then((kinds) => Object.fromEntries(kinds.map(({ name, label }) => [name, label])), () => ({}));
-const kindLabel = (kind) => KIND_LABELS[kind] || kind;
+// The kinds the service reads, by name, from its registry (GET /v1/kinds): what a person calls
+// each ("3D shape" for the API's sdf), what tells an upload's kind, a step's cost, the results too
+// poor to keep. Should that request fail: kinds by their own names, no guess and no result view.
+const KINDS = await api.getKinds()
+  .then((kinds) => new Map(kinds.map((kind) => [kind.name, kind])), () => new Map());
+const kindLabel = (kind) => KINDS.get(kind)?.label || kind;
 const STAGES = {
   pretrain: "pretraining the manager", experts: "training experts only", evaluate: "evaluating the result",
 };
@@ -37,7 +38,8 @@ function original(job) {
 }
 
 const state = {
-  job: null, points: [], metricName: "", stopFollowing: null, unmountView: null, listed: PAGE_SIZE,
+  job: null, points: [], metricName: "", stopFollowing: null, shownResult: null,
+  unmountView: null, listed: PAGE_SIZE,
 };
 const stages = new StageList($("job-stages"));
 const previews = new Previews($("job-previews"));
@@ -157,9 +159,10 @@ function markInvalid(error) {
 async function showEstimate() {
   const file = $("file").files[0];
   const steps = /^\d+$/.test($("steps").value.trim()) ? $("steps").value.trim() : "";
-  const pixels = file ? await pixelCount(file) : null;
+  const kind = file ? guessKind(file, [...KINDS.values()]) : null;
+  const pixels = file ? await pixelCount(file, kind) : null;
   $("fit-estimate").textContent = describeEstimate({
-    kind: file && guessKind(file), pixels, steps, budget: $("time-budget").value,
+    chosen: Boolean(file), kind, pixels, steps, budget: $("time-budget").value,
   });
 }
 
@@ -262,37 +265,29 @@ function showMetrics(job) {
     definition.append(" ", direction);
     return [term, definition];
   }));
-  const warning = job.status === "succeeded" ? poorResult(job) : "";
+  const warning = job.status === "succeeded" ? poorResult(job, KINDS.get(job.kind)) : "";
   $("job-warning").hidden = !warning;
   $("job-warning").textContent = warning;
 }
 
-// Each kind's result view: its module under api/static/ (with its <template id="view-KIND"> in
-// index.html), loaded when a result of that kind is first shown (three.js is large), as a
-// mount(root, job, showError) -> unmount. A new kind adds its line here.
-const VIEWS = {
-  image: () => import("./image-view.js")
-    .then(({ mountImageView }) => (root, job, showError) => mountImageView(root, job, original(job), showError)),
-  audio: () => import("./audio-view.js")
-    .then(({ mountAudioView }) => (root, job, showError) => mountAudioView(root, job, original(job), showError)),
-  sdf: () => import("./mesh-view.js").then(({ mountMeshView }) => mountMeshView),
-};
-
+// Each kind's result view is its module api/static/KIND-view.js, loaded when a result of that
+// kind is first shown (three.js is large). It exports its `markup` and
+// mount(root, job, { original, showError }) -> unmount; `original()` is a promise of the upload.
 function showResult(job) {
   state.unmountView?.();
   state.unmountView = null;
+  const shown = {}; // this call's result, until another call replaces it
+  state.shownResult = shown;
   const result = $("result");
   result.replaceChildren();
-  if (job.status !== "succeeded") return;
-  const template = document.getElementById(`view-${job.kind}`);
-  const view = VIEWS[job.kind];
-  if (!template || !view) return;
-  const content = template.content.cloneNode(true);
-  const shown = content.firstElementChild; // in the page for as long as this result is on show
-  result.append(content);
-  view()
-    .then((mount) => {
-      if (shown.isConnected) state.unmountView = mount(result, job, jobError); // still on show
+  if (job.status !== "succeeded" || !KINDS.has(job.kind)) return;
+  import(`./${job.kind}-view.js`)
+    .then(({ markup, mount }) => {
+      if (state.shownResult !== shown) return; // another result (or none) is on show now
+      const template = document.createElement("template"); // parses the module's own markup
+      template.innerHTML = markup;
+      result.replaceChildren(template.content);
+      state.unmountView = mount(result, job, { original: () => original(job), showError: jobError });
     })
     .catch(jobError);
 }
@@ -366,7 +361,9 @@ function closeJob() {
   state.unmountView?.();
   stages.stop();
   previews.clear();
-  Object.assign(state, { job: null, points: [], stopFollowing: null, unmountView: null });
+  Object.assign(state, {
+    job: null, points: [], stopFollowing: null, shownResult: null, unmountView: null,
+  });
   $("job").hidden = true;
   history.replaceState(null, "", location.pathname);
   markSelected();

@@ -181,11 +181,39 @@ function drawReconstruction(root, audio, ids, shares) {
   drawTimeAxis($("time-axis"), audio.duration);
 }
 
+// The view's markup: app.js puts it in the result panel, then calls `mount`.
+export const markup = `<div class="view-root">
+  <figure class="wave">
+    <div class="track">
+      <canvas id="wave-original" role="img" aria-label="Original waveform"></canvas>
+      <span class="playhead" id="playhead-original" hidden></span>
+    </div>
+    <figcaption>Original <audio id="audio-original" controls preload="metadata"></audio></figcaption>
+  </figure>
+  <figure class="wave">
+    <div class="track">
+      <canvas id="wave-reconstruction" role="img" aria-label="Reconstructed waveform"></canvas>
+      <canvas id="expert-lanes" class="lanes" role="img" aria-label="Expert lanes"></canvas>
+      <canvas id="time-axis" class="axis" aria-hidden="true"></canvas>
+      <span class="playhead" id="playhead-reconstruction" hidden></span>
+    </div>
+    <figcaption>Reconstruction, each instant in the colour of the expert that plays most of it;
+      below, one lane per expert <audio id="audio-reconstruction" controls preload="metadata"></audio></figcaption>
+  </figure>
+  <ul class="legend" id="expert-legend" aria-label="Share of the clip each expert plays"></ul>
+  <p class="actions">Download
+    <a class="button" id="download-reconstruction" download>Reconstruction WAV</a>
+    <a class="button" id="download-experts" download>Expert ids JSON</a>
+    <a class="button" id="download-plot" download>Expert plot PNG</a>
+  </p>
+</div>`;
+
 /**
- * Fill the cloned `view-audio` template in `root` for a succeeded audio `job`; `original` is a
- * promise of the upload ({ blob, url }).
+ * Bring the view in `root` to life for a succeeded audio `job`; `original()` is a promise of the
+ * upload ({ blob, url }). Returns what to run when the view goes.
  */
-export function mountAudioView(root, job, original, showError) {
+export function mount(root, job, { original: fetchOriginal, showError }) {
+  const original = fetchOriginal(); // fetched while the renders run
   const $ = (id) => root.querySelector(`#${id}`);
   const request = new AbortController(); // closing the job abandons its renders
   const outputs = {

@@ -139,11 +139,61 @@ function linkCompareSlider(slider, compare) {
   split();
 }
 
+// The view's markup: app.js puts it in the result panel, then calls `mount`.
+export const markup = `<div class="view-root">
+  <div class="controls">
+    <div class="field">
+      <label for="zoom">Zoom</label>
+      <select id="zoom" aria-describedby="zoom-hint"></select>
+      <span class="hint" id="zoom-hint">Asks the network for a larger render (super-resolution) of every panel.</span>
+    </div>
+  </div>
+  <p class="hint" id="zoom-status" aria-live="polite"></p>
+  <div class="images">
+    <figure>
+      <div class="stage"><img id="original" alt="Original upload"></div>
+      <figcaption>Original <span id="original-size"></span></figcaption>
+    </figure>
+    <figure>
+      <div class="stage rendered"><img id="reconstruction" alt="Reconstruction"></div>
+      <figcaption>Reconstruction <span id="reconstruction-size"></span></figcaption>
+    </figure>
+    <figure>
+      <div class="stage rendered compare" id="compare">
+        <img id="compare-original" alt="">
+        <img id="compare-reconstruction" alt="">
+      </div>
+      <figcaption class="compare-caption">
+        <label for="compare-split">Before / after</label>
+        <input type="range" id="compare-split" min="0" max="100" value="50"
+               aria-valuetext="50% original" aria-describedby="compare-hint">
+        <span class="hint" id="compare-hint">Original on the left of the divider, reconstruction on its right.</span>
+      </figcaption>
+    </figure>
+    <figure>
+      <div class="stage rendered">
+        <canvas id="expert-map" role="img" aria-label="Expert map: which expert draws each pixel; shares in the legend below"></canvas>
+      </div>
+      <figcaption>Expert map <span id="expert-map-size"></span> <span id="expert-at"></span></figcaption>
+      <ul class="legend" id="expert-legend" aria-label="Share of the image each expert draws"></ul>
+    </figure>
+    <figure>
+      <div class="stage"><canvas id="error-map" role="img" aria-label="Error heat map: black where the reconstruction matches, yellow where it is furthest off"></canvas></div>
+      <figcaption>Absolute error <span id="error-scale"></span></figcaption>
+    </figure>
+  </div>
+  <p class="actions">Download, at the size shown:
+    <a class="button" id="download-reconstruction" download>Reconstruction PNG</a>
+    <a class="button" id="download-expert-map" download>Expert map PNG</a>
+  </p>
+</div>`;
+
 /**
- * Fill the cloned `view-image` template in `root` for a succeeded image `job`. `original` is a
- * promise of the upload ({ blob, url }).
+ * Bring the view in `root` to life for a succeeded image `job`; `original()` is a promise of the
+ * upload ({ blob, url }). Returns what to run when the view goes.
  */
-export function mountImageView(root, job, original, showError) {
+export function mount(root, job, { original: fetchOriginal, showError }) {
+  const original = fetchOriginal(); // fetched while the renders run
   const $ = (id) => root.querySelector(`#${id}`);
   const images = root.querySelector(".images");
   const stages = [...root.querySelectorAll(".stage")];

@@ -1,5 +1,5 @@
-// What the numbers mean: each metric's name, unit and which way is better, and the results
-// poor enough to say so (the model's metric keys: model/signals/*.py).
+// What the numbers mean: each metric's name, unit and which way is better (the model's metric
+// keys: model/signals/*.py), and the sentence on a result its kind declares too poor to keep.
 
 // The live progress `metric`, by its `metric_name`.
 const PROGRESS = {
@@ -14,16 +14,20 @@ export const progressMetric = (name) => PROGRESS[name]
 const HIGHER = "↑ higher is better";
 const LOWER = "↓ lower is better";
 
-// The final metrics, by key: a readable name, the value as shown, and which way is better.
+// The final metrics, by key: a readable name (`short` within a sentence, where it differs), the
+// value as shown, and which way is better.
 const FINAL = {
   psnr: { name: "PSNR", format: (v) => `${v.toFixed(2)} dB`, better: HIGHER },
-  psnr_paper: { name: "PSNR, the paper's convention (peak: max |signal|)", format: (v) => `${v.toFixed(2)} dB`, better: HIGHER },
-  ssim: { name: "SSIM (structural similarity, 0 to 1)", format: (v) => v.toFixed(4), better: HIGHER },
-  mse: { name: "MSE (mean squared error)", format: (v) => v.toExponential(3), better: LOWER },
-  iou: { name: "IoU of the inside (0 to 1)", format: (v) => v.toFixed(3), better: HIGHER },
-  trimap_iou: { name: "Trimap IoU, near the surface (0 to 1)", format: (v) => v.toFixed(3), better: HIGHER },
-  chamfer: { name: "Chamfer distance (×10⁵)", format: (v) => v.toPrecision(4), better: LOWER },
+  psnr_paper: { name: "PSNR, the paper's convention (peak: max |signal|)", short: "PSNR (paper)", format: (v) => `${v.toFixed(2)} dB`, better: HIGHER },
+  ssim: { name: "SSIM (structural similarity, 0 to 1)", short: "SSIM", format: (v) => v.toFixed(4), better: HIGHER },
+  mse: { name: "MSE (mean squared error)", short: "MSE", format: (v) => v.toExponential(3), better: LOWER },
+  iou: { name: "IoU of the inside (0 to 1)", short: "IoU", format: (v) => v.toFixed(3), better: HIGHER },
+  trimap_iou: { name: "Trimap IoU, near the surface (0 to 1)", short: "trimap IoU", format: (v) => v.toFixed(3), better: HIGHER },
+  chamfer: { name: "Chamfer distance (×10⁵)", short: "Chamfer distance", format: (v) => v.toPrecision(4), better: LOWER },
 };
+
+/** A finite metric's value as shown: its known format, else five significant digits. */
+const formatValue = (key, value) => (FINAL[key] ? FINAL[key].format(value) : value.toPrecision(5));
 
 // Why the fit stopped (metrics.json's stop_reason), in words.
 const STOP_REASONS = {
@@ -41,28 +45,23 @@ export function describeMetrics(metrics) {
     const known = FINAL[key];
     const shown = typeof value !== "number" ? "not available"
       : !Number.isFinite(value) ? String(value) // chamfer is inf when no surface came out
-        : known ? known.format(value) : value.toPrecision(5);
+        : formatValue(key, value);
     return { key, name: known?.name || key, value: shown, better: known?.better || "" };
   });
 }
 
-// Results below these say the fit failed, though the job succeeded (it ran to the end).
-const POOR = [
-  {
-    kind: "sdf", test: (m) => m.iou < 0.5,
-    say: (m) => `The shape was not recovered (IoU ${m.iou.toFixed(2)}, under 0.5): the mesh is `
-      + "mostly noise. Try more steps (the fast preset's 300 at least), or the paper preset on a GPU.",
-  },
-  {
-    kind: "image", test: (m) => m.psnr < 20,
-    say: (m) => `The reconstruction is far from the image (PSNR ${m.psnr.toFixed(1)} dB, under 20 dB): `
-      + "try more steps, or the fast preset's default.",
-  },
-];
-
-/** A sentence on why `job`'s result is poor, or "" when it is not. */
-export function poorResult(job) {
+/**
+ * A sentence on why `job`'s result is poor, or "" when it is not: by the first of its `kind`'s
+ * rules (GET /v1/kinds: `poor_results`) whose metric is under its bound. The job succeeded (it ran
+ * to the end), yet the fit failed.
+ */
+export function poorResult(job, kind) {
   const metrics = job.metrics || {};
-  const rule = POOR.find(({ kind, test }) => kind === job.kind && test(metrics));
-  return rule ? rule.say(metrics) : "";
+  // A metric left out, or null (not available), says nothing: null < 0.5 would be true.
+  const rule = kind?.poor_results.find(({ metric, below }) => typeof metrics[metric] === "number"
+    && metrics[metric] < below);
+  if (!rule) return "";
+  const { metric, below, problem, advice } = rule;
+  const name = FINAL[metric]?.short || FINAL[metric]?.name || metric;
+  return `${problem} (${name} ${formatValue(metric, metrics[metric])}, under ${formatValue(metric, below)}): ${advice}`;
 }

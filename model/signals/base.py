@@ -145,9 +145,24 @@ class Output:
 
 
 @dataclass(frozen=True)
+class PoorResult:
+    """A final metric below which a fit failed though its job succeeded (it ran to the end): the
+    page says so, as "`problem` (metric value, under `below`): `advice`"."""
+
+    metric: str
+    """A key of `evaluate`'s metrics."""
+    below: float
+    problem: str
+    """What went wrong, as a sentence's start: "The shape was not recovered"."""
+    advice: str
+    """What the result looks like and what to try, after the numbers."""
+
+
+@dataclass(frozen=True)
 class SignalKind:
     """Everything model/ knows about one kind of signal, and what it declares to the service and
-    the page as plain data (media types, caps, outputs with their options)."""
+    the page as plain data (media types, caps, outputs with their options, run-time cost, the
+    results too poor to keep)."""
 
     name: str
     label: str
@@ -164,6 +179,9 @@ class SignalKind:
     """load(path, protocol=None, device="cpu") -> Signal; raises SignalError."""
     write_outputs: Callable[[NeuralExperts, dict[str, Any], Path], list[Path]]
     """Writes the kind's default outputs (reconstruction, experts...) into a fit's folder."""
+    cpu_step_s: float
+    """Seconds per training step of the fast preset on a 2-core CPU worker, manager pretraining
+    included, as bench/RESULTS.md measured it (the page's run-time estimate, before a fit starts)."""
     metric_name: str = "loss"
     """What progress_metric reports (psnr for images...)."""
     outputs: dict[str, Output] = field(default_factory=dict)
@@ -174,6 +192,8 @@ class SignalKind:
     """suffix -> media type of the formats the service may serve back under their own type;
     any other is sent as bytes to save, never as a type a browser would run."""
     caps: tuple[Cap, ...] = ()
+    poor_results: tuple[PoorResult, ...] = ()
+    """The first one whose metric is under its bound says why a result is poor."""
 
     def cap(self, setting: str) -> Cap:
         return next(c for c in self.caps if c.setting == setting)

@@ -25,6 +25,7 @@ from model.signals.base import (
     Grid,
     Option,
     Output,
+    PoorResult,
     SampledSignal,
     SignalError,
     SignalKind,
@@ -228,6 +229,8 @@ KIND = register(
         sniff=_sniff,
         load=load,
         write_outputs=write_outputs,
+        # bench/RESULTS.md (bench:fast): 300 steps of a Kodak image in ~85 s on a 2-core CPU.
+        cpu_step_s=0.29,
         metric_name="psnr",
         outputs={
             "reconstruction": Output(reconstruction, "PNG at any size", ("image/png",), SIZE,
@@ -244,6 +247,10 @@ KIND = register(
             Cap("max_render_pixels", SERVICE_RENDER_PIXELS, "largest width x height of a "
                 "rendered image, the input's size included (default 2048 x 2048: what renders "
                 "within the render time limit)", measure=_render_pixels),
+        ),
+        poor_results=(
+            PoorResult("psnr", 20.0, "The reconstruction is far from the image",
+                       "try more steps, or the fast preset's default."),
         ),
     )
 )

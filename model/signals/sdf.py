@@ -42,6 +42,7 @@ from model.signals.base import (
     Grid,
     Option,
     Output,
+    PoorResult,
     SignalError,
     SignalKind,
     argmax_values,
@@ -355,6 +356,8 @@ KIND = register(
         sniff=sniff,
         load=load,
         write_outputs=write_outputs,
+        # bench/RESULTS.md (bench:sdf): 300 steps of spot in ~160 s on a 2-core CPU.
+        cpu_step_s=0.54,
         metric_name="sdf_l1",
         outputs={
             "mesh": Output(
@@ -372,6 +375,11 @@ KIND = register(
         caps=(
             Cap("max_sdf_points", 2_000_000, "point-cloud cap", load_option="max_points"),
             Cap("max_mesh_resolution", MESH_RESOLUTIONS[1], "largest marching-cubes resolution"),
+        ),
+        poor_results=(
+            PoorResult("iou", 0.5, "The shape was not recovered",
+                       "the mesh is mostly noise. Try more steps (the fast preset's 300 at least), "
+                       "or the paper preset on a GPU."),
         ),
     )
 )

@@ -1,6 +1,6 @@
 """The signal-kind registry: what each kind declares matches its code, and a kind declared in one
 file (tests/utils/toy_kind.py, registered at runtime) gets its settings, upload checks, routes,
-page entry and `nexp render` with no other edit."""
+page entry (run-time cost and poor-result rules included) and `nexp render` with no other edit."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def test_each_kind_declares_what_its_code_takes(name: str) -> None:
         assert all(option.cap is None or option.cap in settings for option in output.options)
         assert output.media_types
     assert all(media_type.split("/")[0] for media_type in kind.media_types.values())
+    assert kind.cpu_step_s > 0
 
 
 def test_a_kind_in_one_file_gets_its_settings_and_upload_checks(tmp_path: Path) -> None:
@@ -98,6 +99,9 @@ print(json.dumps({"curve": paths.get("/v1/jobs/{job_id}/curve"),
     toy = next(k for k in answers["kinds"] if k["name"] == "toy")
     assert toy["label"] == "toy signal" and [o["name"] for o in toy["outputs"]] == ["reconstruction",
                                                                                    "curve"]
+    assert (toy["media_family"], toy["suffixes"], toy["cpu_step_s"]) == ("text", [".toy"], 1.5)
+    assert toy["poor_results"] == [{"metric": "close", "below": 0.9, "problem": "The toy is off",
+                                    "advice": "most values are more than 0.1 away. Try more steps."}]
 
 
 def test_a_kind_in_one_file_is_fitted_and_rendered_by_the_cli(tmp_path: Path,
@@ -108,6 +112,7 @@ def test_a_kind_in_one_file_is_fitted_and_rendered_by_the_cli(tmp_path: Path,
     fitted = nexp("fit", toy, "--out", out, "--steps", 3, "--cache-dir", pretrain_cache)
     assert fitted.returncode == 0, fitted.stderr
     assert (out / "values.json").exists()
+    assert "close" in json.loads((out / "metrics.json").read_text())  # its poor result's metric
     rendered = nexp("render", out, "--samples", 5, "-o", tmp_path / "five.json")
     assert rendered.returncode == 0, rendered.stderr
     assert len(json.loads((tmp_path / "five.json").read_text())) == 5

@@ -213,6 +213,11 @@ def test_the_kinds_are_listed_with_their_outputs(client: httpx.Client) -> None:
     assert [(o["name"], o["type"], o["minimum"]) for o in image["experts"]["options"]] == [
         ("width", "integer", 1), ("height", "integer", 1)]
     assert ".flac" in kinds["audio"]["suffixes"]
+    # What the page guesses an upload's kind by, estimates its run time with, and calls poor.
+    assert [kinds[name]["media_family"] for name in kinds] == ["audio", "image", "model"]
+    assert all(kind["cpu_step_s"] > 0 for kind in kinds.values())
+    assert [(r["metric"], r["below"]) for r in kinds["sdf"]["poor_results"]] == [("iou", 0.5)]
+    assert kinds["audio"]["poor_results"] == []
 
 
 def test_every_operation_documents_its_responses(client: httpx.Client) -> None:

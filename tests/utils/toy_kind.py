@@ -2,7 +2,8 @@
 
 A ".toy" file is "TOY1" then whitespace-separated numbers, fitted as a 1-D signal on [-1, 1]
 (the audio architecture). It has a load cap (max_toy_values), a render cap (max_toy_samples),
-a reconstruction and an output of its own, `curve`, and a media family, text/*.
+a reconstruction and an output of its own, `curve`, a media family, text/*, a CPU step cost and
+a poor-result rule of its own metric, `close`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from model.signals.base import (
     Grid,
     Option,
     Output,
+    PoorResult,
     SampledSignal,
     SignalError,
     SignalKind,
@@ -57,7 +59,8 @@ class ToySignal(SampledSignal):
 
     def evaluate(self, model: NeuralExperts) -> dict[str, float]:
         predicted, _ = model.predict(self.grid.coords(self.values.device))
-        return {"mse": float(((predicted - self.values) ** 2).mean())}
+        errors = (predicted - self.values).abs()
+        return {"mse": float((errors**2).mean()), "close": float((errors < 0.1).float().mean())}
 
 
 def load(path: Path, protocol: str | None = None, device: str = "cpu",
@@ -98,6 +101,7 @@ KIND = register(
         sniff=_sniff,
         load=load,
         write_outputs=write_outputs,
+        cpu_step_s=1.5,
         metric_name="mse",
         outputs={
             "reconstruction": Output(values, "the values as JSON", ("application/json",), SAMPLES,
@@ -110,5 +114,7 @@ KIND = register(
             Cap("max_toy_values", MAX_VALUES, "values in a toy file", load_option="max_values"),
             Cap("max_toy_samples", 1000, "values in a toy render"),
         ),
+        poor_results=(PoorResult("close", 0.9, "The toy is off",
+                                 "most values are more than 0.1 away. Try more steps."),),
     )
 )

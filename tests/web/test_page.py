@@ -343,6 +343,43 @@ def test_the_form_offers_what_the_api_declares(page: Page) -> None:
     expect(page.locator("#experts-hint")).to_contain_text(f"2 to {MAX_EXPERTS}")
 
 
+# A kind the page's scripts have never heard of, as GET /v1/kinds would declare it
+# (tests/utils/toy_kind.py registers such a kind).
+TOY_KIND = {
+    "name": "toy", "label": "toy signal", "description": "TOY1 then numbers", "suffixes": [".toy"],
+    "media_family": "text", "cpu_step_s": 1.5, "outputs": [],
+    "poor_results": [{"metric": "close", "below": 0.9, "problem": "The toy is off",
+                      "advice": "try more steps."}],
+}
+
+
+def test_the_page_guesses_estimates_and_judges_by_what_each_kind_declares(page: Page) -> None:
+    """An upload's kind (by media family, then extension), a step's cost and a poor result come
+    from GET /v1/kinds: a kind declared there only is handled like the others."""
+    def with_toy(route: Route) -> None:
+        real = route.fetch()
+        route.fulfill(response=real, json=[*real.json(), TOY_KIND])
+
+    page.route("**/v1/kinds", with_toy)
+    page.goto("/")
+    estimate = page.locator("#fit-estimate")
+    page.fill("#steps", "20")
+    expect(estimate).to_contain_text("No run-time estimate for 20 steps")  # no file, no kind
+    for name, media_type in (("wave.toy", ""), ("wave.dat", "text/plain")):
+        page.set_input_files("#file", {"name": name, "mimeType": media_type, "buffer": b"TOY1 1 2"})
+        expect(estimate).to_contain_text("~30 s (20 steps at ~1.5 s)")
+    page.set_input_files("#file", {"name": "spot.ply", "mimeType": "", "buffer": b"ply"})
+    expect(estimate).to_contain_text("~11 s (20 steps at ~0.54 s)")
+    page.set_input_files("#file", {"name": "notes.bin", "mimeType": "", "buffer": b"?"})
+    expect(estimate).to_contain_text("this file's name and type do not say which it is")
+
+    said = page.evaluate("""async (kind) => {
+      const { poorResult } = await import("/static/metrics.js");  // as app.js calls it
+      return [0.5, 0.95].map((close) => poorResult({ kind: "toy", metrics: { close } }, kind));
+    }""", TOY_KIND)
+    assert said == ["The toy is off (close 0.50000, under 0.90000): try more steps.", ""]
+
+
 def test_garbage_upload_shows_the_api_error(
     page: Page, tmp_path: Path, screenshots: Path
 ) -> None:

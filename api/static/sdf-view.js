@@ -167,8 +167,39 @@ function createViewer(container) {
   };
 }
 
-/** Fill the cloned `view-sdf` template in `root` for a succeeded 3D `job`. */
-export function mountMeshView(root, job, showError) {
+// The view's markup: app.js puts it in the result panel, then calls `mount`.
+export const markup = `<div class="view-root">
+  <div class="controls">
+    <div class="field">
+      <label for="mesh-resolution">Marching cubes resolution</label>
+      <select id="mesh-resolution">
+        <option value="32">32³</option>
+        <option value="64" selected>64³</option>
+        <option value="128">128³</option>
+        <option value="256">256³ (large: asks first)</option>
+      </select>
+    </div>
+    <label class="check"><input type="checkbox" id="mesh-experts" checked> Expert colours</label>
+    <label class="check"><input type="checkbox" id="mesh-input"> Input points</label>
+    <button type="button" id="mesh-reset">Reset view</button>
+  </div>
+  <!-- Interactive, so not role="img": keys and drags go to the viewer, not the screen reader. -->
+  <div class="viewer" id="viewer" tabindex="0" role="application" aria-roledescription="3D viewer"
+       aria-label="The reconstructed shape: drag or arrow keys to rotate, scroll or + and - to zoom, 0 to reset the view"></div>
+  <p class="hint" id="viewer-status" aria-live="polite"></p>
+  <ul class="legend" id="mesh-legend" aria-label="Share of the surface's vertices each expert draws"></ul>
+  <p class="actions">Download
+    <a class="button" id="download-ply" download>PLY</a>
+    <a class="button" id="download-obj" download>OBJ</a>
+    <a class="button" id="download-glb" download>GLB</a>
+  </p>
+</div>`;
+
+/**
+ * Bring the view in `root` to life for a succeeded 3D `job` (it fetches the upload itself, parsed
+ * in the worker, and only when asked). Returns what to run when the view goes.
+ */
+export function mount(root, job, { showError }) {
   const $ = (id) => root.querySelector(`#${id}`);
   const status = $("viewer-status");
   const resolution = $("mesh-resolution");
