@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import Field, fields, replace
 from enum import StrEnum
 from pathlib import Path
@@ -25,7 +25,7 @@ from model import checkpoint
 from model.fit import FitCanceled, FitDiverged, fit, resolve_device
 from model.fit import Progress as FitProgress
 from model.options import FitOptions, default_of, option_of, option_types, user_options
-from model.signals import Option, SignalError, SignalKind, kinds, load_signal
+from model.signals import Option, Output, SignalError, SignalKind, kinds, load_signal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -152,10 +152,20 @@ def _kind_of_checkpoint(folder: Path) -> SignalKind:
     return kinds()[name]
 
 
+def _either(names: Sequence[str]) -> str:
+    """The choices as a sentence lists them: "a, b or c"."""
+    return " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))
+
+
 def _check_suffix(output: Path, *suffixes: str) -> None:
     """Before rendering, which can take minutes: a file's name should say what it holds."""
     if output.suffix.lower() not in suffixes:
-        fail(f"{output.name}: this render writes {' or '.join(suffixes)}; name the output so")
+        fail(f"{output.name}: this render writes {_either(suffixes)}; name the output so")
+
+
+def _from_suffix(spec: Output, output: Path) -> dict[str, str]:
+    """The render options the output file's extension gives: format="glb" for bunny.glb."""
+    return {o.name: output.suffix.lower().lstrip(".") for o in spec.options if o.from_suffix}
 
 
 RENDERED = ("reconstruction", "experts")  # what `nexp render` writes: --experts picks the second
@@ -216,24 +226,34 @@ def render(
             fail(f"--{option.replace('_', '-')} applies to {owners} models; this is an "
                  f"{kind.name} model")
     _check_suffix(output, *spec.suffixes)
-    # The format comes from the extension: experts.png, experts.json.
-    named = {o.name: output.suffix.lower().lstrip(".") for o in spec.options if o.from_suffix}
-    output.write_bytes(_render(folder, kind.name, name, **asked, **named))
+    output.write_bytes(_render(folder, kind.name, name, **asked, **_from_suffix(spec, output)))
     typer.echo(f"wrote {output}")
+
+
+MESH = "mesh"  # the output `nexp mesh` writes
+
+
+def mesh_output() -> tuple[SignalKind, Output]:
+    """The kind that declares a mesh output (sdf), and that output: its suffixes are the formats
+    `nexp mesh` writes, each its `format` option's choice (from_suffix)."""
+    kind = next(k for k in kinds().values() if MESH in k.outputs)
+    return kind, kind.outputs[MESH]
 
 
 @app.command()
 def mesh(
     folder: Annotated[Path, typer.Argument(help="A folder written by `nexp fit` on a 3D shape.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="out.ply, out.obj or out.glb")],
+    output: Annotated[Path, typer.Option("-o", "--output", help=_either(
+        [f"out{suffix}" for suffix in mesh_output()[1].suffixes]))],
     resolution: Annotated[int, typer.Option(min=16, help="Marching-cubes grid size.")] = 256,
     experts: Annotated[bool, typer.Option(help="Colour vertices by expert.")] = False,
 ) -> None:
     """Extract a mesh by marching cubes."""
-    fmt = output.suffix.lower().lstrip(".")
-    if fmt not in ("ply", "obj", "glb"):
-        fail(f"{output.name}: the mesh format comes from the extension: .ply, .obj or .glb")
-    data = _render(folder, "sdf", "mesh", resolution=resolution, format=fmt, experts=experts)
+    kind, spec = mesh_output()
+    if output.suffix.lower() not in spec.suffixes:
+        fail(f"{output.name}: the mesh format comes from the extension: {_either(spec.suffixes)}")
+    data = _render(folder, kind.name, MESH, resolution=resolution, experts=experts,
+                   **_from_suffix(spec, output))
     output.write_bytes(data)
     typer.echo(f"wrote {output}")
 

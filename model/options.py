@@ -4,7 +4,7 @@ the page's choices are built from `FitOptions` and the registries it names."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
@@ -22,8 +22,26 @@ TARGET_METRICS: dict[str, Callable[[float], float]] = {
 
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; databases store signed 64-bit integers
 MIN_TARGET_PSNR, MAX_TARGET_PSNR = 1.0, 200.0  # float32 fits top out near 100 dB; 200 is no target
-PROTOCOLS = ("paper",)
-"""Ways to read an image other than whole (model.signals.image: Lanczos /4, centre 128 x 128)."""
+
+
+class _Protocols(Collection[str]):
+    """Every kind's data protocols (`SignalKind.protocols`), in registry order, read when asked
+    as the other choices are: a kind registered after this module is imported offers its own."""
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p for kind in kinds().values() for p in kind.protocols))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+PROTOCOLS = _Protocols()
 
 OPTION = "option"  # the key of an `Option` in a dataclass field's metadata
 

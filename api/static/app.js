@@ -88,6 +88,20 @@ function setUpDrop() {
   });
 }
 
+/** "a, b or c". */
+const either = (items) => [items.slice(0, -1).join(", "), items.at(-1)].filter(Boolean).join(" or ");
+
+/** Say what the service reads, kind by kind with its formats, as GET /v1/kinds declares it: a
+ * kind the service gains shows here with no edit. Without it, the HTML's own words stay. */
+function showKinds() {
+  if (!KINDS.size) return;
+  const kinds = [...KINDS.values()];
+  $("kind-list").textContent = either(kinds.map((kind) => kind.label));
+  const formats = (kind) => kind.suffixes.map((suffix) => suffix.slice(1).toUpperCase()).join(", ");
+  const hint = either(kinds.map((kind) => `${kind.label} (${formats(kind)})`));
+  $("file-hint").textContent = hint[0].toUpperCase() + hint.slice(1);
+}
+
 /** A field the page refuses to send, named as the form names it. */
 class FieldError extends Error {
   constructor(field, message) {
@@ -471,6 +485,7 @@ function setUpApiKey() {
   });
 }
 
+showKinds();
 setUpDrop();
 setUpApiKey();
 downloadOnClick($("job-weights"), jobError);

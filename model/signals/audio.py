@@ -126,11 +126,7 @@ class AudioSignal(SampledSignal):
 
 def load(path: Path, protocol: str | None = None, device: str = "cpu",
          max_seconds: float = MAX_SECONDS) -> AudioSignal:
-    if protocol is not None:
-        raise SignalError(
-            f"audio has no protocol option (got {protocol!r}); it is always fitted whole",
-            "invalid_option",
-        )
+    KIND.check_protocol(protocol)
     if not 0 < max_seconds < math.inf:
         raise SignalError(f"max_seconds must be a positive number, got {max_seconds}",
                           "invalid_option")

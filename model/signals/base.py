@@ -176,7 +176,8 @@ class SignalKind:
     """The suffix of the format (".png"...) a file's first bytes look like, or None when they
     are not this kind (content, not the name, decides)."""
     load: Callable[..., Signal]
-    """load(path, protocol=None, device="cpu") -> Signal; raises SignalError."""
+    """load(path, protocol=None, device="cpu") -> Signal; raises SignalError. It calls
+    `check_protocol` first."""
     write_outputs: Callable[[NeuralExperts, dict[str, Any], Path], list[Path]]
     """Writes the kind's default outputs (reconstruction, experts...) into a fit's folder."""
     cpu_step_s: float
@@ -184,6 +185,9 @@ class SignalKind:
     included, as bench/RESULTS.md measured it (the page's run-time estimate, before a fit starts)."""
     metric_name: str = "loss"
     """What progress_metric reports (psnr for images...)."""
+    protocols: tuple[str, ...] = ()
+    """The data protocols `load` takes besides None (read whole): "paper" for images. The fit
+    option `protocol` offers every kind's (model.options)."""
     outputs: dict[str, Output] = field(default_factory=dict)
     media_family: str | None = None
     """The top-level media type its uploads are declared as ("image" for image/png...): an upload
@@ -197,6 +201,16 @@ class SignalKind:
 
     def cap(self, setting: str) -> Cap:
         return next(c for c in self.caps if c.setting == setting)
+
+    def check_protocol(self, protocol: str | None) -> None:
+        """SignalError unless `protocol` is None or one this kind declares: the option offers
+        every kind's protocols, so an upload may name another kind's ("paper" for audio)."""
+        if protocol is None or protocol in self.protocols:
+            return
+        choices = (f"choose one of {', '.join(map(repr, self.protocols))}" if self.protocols
+                   else "they take none: they are always fitted whole")
+        raise SignalError(f"unknown protocol {protocol!r} for {self.label} files; {choices}",
+                          "invalid_option")
 
 
 def grid_batch(grid: Grid, values: Tensor, generator: torch.Generator, max_points: int) -> Batch:

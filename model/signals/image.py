@@ -158,8 +158,7 @@ def image_metrics(predicted: np.ndarray, target: np.ndarray, shape: tuple[int, .
 
 def load(path: Path, protocol: str | None = None, device: str = "cpu",
          max_pixels: int = MAX_PIXELS) -> ImageSignal:
-    if protocol not in (None, "paper"):
-        raise SignalError(f"unknown protocol {protocol!r}; the only one is 'paper'", "invalid_option")
+    KIND.check_protocol(protocol)
     pixels = read_image(path, protocol, max_pixels)
     height, width, channels = pixels.shape
     values = torch.from_numpy(pixels.reshape(-1, channels).copy()).to(device)
@@ -232,6 +231,7 @@ KIND = register(
         # bench/RESULTS.md (bench:fast): 300 steps of a Kodak image in ~85 s on a 2-core CPU.
         cpu_step_s=0.29,
         metric_name="psnr",
+        protocols=("paper",),
         outputs={
             "reconstruction": Output(reconstruction, "PNG at any size", ("image/png",), SIZE,
                                      suffixes=(".png",)),

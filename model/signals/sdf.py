@@ -272,8 +272,7 @@ def load(path: Path, protocol: str | None = None, device: str = "cpu",
          pool_size: int = POOL_SIZE, eval_resolution: int = EVAL_RESOLUTION,
          chamfer_points: int = CHAMFER_POINTS, trimap_band: float = TRIMAP_BAND) -> SdfSignal:
     """Read, orient and normalise; the near / far sample pools (pool_size each) come on first use."""
-    if protocol is not None:
-        raise SignalError(f"unknown protocol {protocol!r}; SDF signals have none", "invalid_option")
+    KIND.check_protocol(protocol)
     _check_options(max_points, surface_samples, pool_size, eval_resolution, chamfer_points,
                    trimap_band)
     geometry = read_geometry(path, max_points)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from model.cli import mesh_output
+
 NEXP = [sys.executable, "-m", "model.cli"]
 
 
@@ -72,6 +74,15 @@ def test_misuse_exits_2_with_one_line(fitted: Path, tmp_path: Path, args: list[s
     run = nexp(*(a.format(fit=fitted, tmp=tmp_path) for a in args))
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and message in run.stderr, run.stderr
+
+
+def test_mesh_names_the_formats_its_kind_declares(tmp_path: Path) -> None:
+    """The extension is checked first, before the checkpoint is read."""
+    _, spec = mesh_output()
+    assert ".stl" not in spec.suffixes  # else this test picks another extension
+    run = nexp("mesh", tmp_path, "-o", "bunny.stl")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert all(suffix in run.stderr for suffix in spec.suffixes), run.stderr
 
 
 @pytest.mark.parametrize(("content", "message"), [

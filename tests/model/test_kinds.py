@@ -1,6 +1,7 @@
 """The signal-kind registry: what each kind declares matches its code, and a kind declared in one
 file (tests/utils/toy_kind.py, registered at runtime) gets its settings, upload checks, routes,
-page entry (run-time cost and poor-result rules included) and `nexp render` with no other edit."""
+page entry (run-time cost and poor-result rules included), fit option choice (its data protocol)
+and `nexp render` with no other edit."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model.signals import kinds
+from model.signals import SignalError, kinds
 
 TOY = "import tests.utils.toy_kind\n"
 
@@ -44,6 +45,29 @@ def test_each_kind_declares_what_its_code_takes(name: str) -> None:
     assert kind.cpu_step_s > 0
 
 
+@pytest.mark.parametrize("name", sorted(kinds()))
+def test_each_output_names_its_formats_by_extension_once(name: str) -> None:
+    """A format taken from the output file's extension (from_suffix) is one of its declared
+    suffixes and back: `nexp render` and `nexp mesh` check the one and pass the other."""
+    for output in kinds()[name].outputs.values():
+        for option in (o for o in output.options if o.from_suffix):
+            assert [f".{choice}" for choice in option.choices] == list(output.suffixes), output.summary
+
+
+@pytest.mark.parametrize("name", sorted(kinds()))
+def test_each_kind_takes_the_protocols_it_declares_and_refuses_the_rest(name: str) -> None:
+    kind = kinds()[name]
+    for protocol in (None, *kind.protocols):
+        kind.check_protocol(protocol)
+    others = {p for k in kinds().values() for p in k.protocols} - set(kind.protocols)
+    for protocol in {"weird", *others}:
+        with pytest.raises(SignalError) as info:
+            kind.check_protocol(protocol)
+        assert info.value.code == "invalid_option"
+        assert repr(protocol) in str(info.value) and kind.label in str(info.value)
+        assert all(repr(p) in str(info.value) for p in kind.protocols)
+
+
 def test_a_kind_in_one_file_gets_its_settings_and_upload_checks(tmp_path: Path) -> None:
     toy = tmp_path / "numbers.txt"
     toy.write_bytes(b"TOY1 0.1 0.5 -0.3 0.2 0.9")
@@ -53,11 +77,12 @@ from pathlib import Path
 from api.errors import ApiError
 from api.schemas import JobCreate
 from api.uploads import Spooled, validate
+from model.options import PROTOCOLS
 from service.settings import Settings
 
-def outcome(declared):
+def outcome(declared, options=JobCreate()):
     try:
-        return list(validate(Spooled(Path(sys.argv[1]), "numbers.txt", declared, ""), JobCreate(),
+        return list(validate(Spooled(Path(sys.argv[1]), "numbers.txt", declared, ""), options,
                              settings))
     except ApiError as e:
         return [e.status, e.code]
@@ -65,6 +90,9 @@ def outcome(declared):
 settings = Settings()
 capped = Settings(max_toy_values=4)
 answers = {"plain": outcome("text/plain"), "as image": outcome("image/png"),
+           "own protocol": outcome("", JobCreate(protocol="reversed")),
+           "image's protocol": outcome("", JobCreate(protocol="paper")),
+           "protocols": list(PROTOCOLS),
            "loader": settings.loader_options("toy"), "render cap": settings.cap("max_toy_samples")}
 settings = capped
 answers["capped"] = outcome("")
@@ -74,6 +102,9 @@ print(json.dumps(answers))
     answers = json.loads(probe.stdout)
     assert answers["plain"] == ["toy", ".toy"]  # sniffed by content, whatever its name
     assert answers["as image"] == [415, "content_type_mismatch"]
+    assert answers["protocols"] == ["paper", "reversed"]  # the fit option offers every kind's
+    assert answers["own protocol"] == ["toy", ".toy"]
+    assert answers["image's protocol"] == [422, "invalid_option"]
     assert answers["loader"] == {"max_values": 64}
     assert answers["render cap"] == 77  # NEXP_MAX_TOY_SAMPLES: a setting, named after the cap
     assert answers["capped"] == [413, "too_large"]

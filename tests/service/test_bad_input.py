@@ -106,6 +106,15 @@ def test_a_bad_budget_target_or_top_k_is_refused_before_queueing(
 
 
 @pytest.mark.usefixtures("leaves_nothing")
+def test_a_protocol_the_kind_does_not_declare_is_refused(client: httpx.Client,
+                                                         tmp_path: Path) -> None:
+    """The image kind's "paper" is a choice of the form, but not for audio: its loader says so."""
+    clip = bach_clip(tmp_path / "clip.wav", 0.1)
+    body = assert_problem(create_job(client, clip, protocol="paper"), 422, "invalid_option")
+    assert "'paper'" in body["detail"] and "audio" in body["detail"], body
+
+
+@pytest.mark.usefixtures("leaves_nothing")
 def test_a_target_psnr_for_a_shape_is_refused(client: httpx.Client, tmp_path: Path) -> None:
     cloud = sphere_points(tmp_path / "sphere.xyz", 2000)
     body = assert_problem(create_job(client, cloud, target_psnr="30"), 422, "invalid_option")

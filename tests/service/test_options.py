@@ -15,6 +15,7 @@ from api.schemas import API_OPTIONS, JobCreate, check_declared
 from model.network import ACTIVATIONS
 from model.options import FitOptions, user_options
 from model.presets import MAX_EXPERTS, MODELS, PRESETS
+from model.signals import kinds
 from tests.utils.app import serve, settings
 
 
@@ -28,6 +29,9 @@ def test_options_list_each_form_field_with_its_choices_and_bounds(tmp_path: Path
     assert [c["value"] for c in options["model"]["choices"]] == list(MODELS)
     assert {"value": "neural-experts", "label": "Neural Experts"} in options["model"]["choices"]
     assert [c["value"] for c in options["activation"]["choices"]] == list(ACTIVATIONS)
+    # Each kind declares the data protocols its loader takes (model.signals): here, every kind's.
+    assert [c["value"] for c in options["protocol"]["choices"]] == [
+        protocol for kind in kinds().values() for protocol in kind.protocols] == ["paper"]
     assert options["experts"] | {"help": ""} == {
         "name": "experts", "type": "integer", "default": None, "help": "", "choices": [],
         "minimum": 2, "exclusive_minimum": None, "maximum": MAX_EXPERTS}

@@ -2,8 +2,8 @@
 
 A ".toy" file is "TOY1" then whitespace-separated numbers, fitted as a 1-D signal on [-1, 1]
 (the audio architecture). It has a load cap (max_toy_values), a render cap (max_toy_samples),
-a reconstruction and an output of its own, `curve`, a media family, text/*, a CPU step cost and
-a poor-result rule of its own metric, `close`.
+a reconstruction and an output of its own, `curve`, a media family, text/*, a CPU step cost,
+a poor-result rule of its own metric, `close`, and a data protocol, "reversed" (read backwards).
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ class ToySignal(SampledSignal):
 
 def load(path: Path, protocol: str | None = None, device: str = "cpu",
          max_values: int = MAX_VALUES) -> ToySignal:
+    KIND.check_protocol(protocol)
     numbers = path.read_bytes()[len(MAGIC):].split()
+    if protocol == "reversed":
+        numbers.reverse()
     if len(numbers) > max_values:
         raise SignalError(f"{path.name}: {len(numbers)} values is over the cap of {max_values}",
                           "too_large")
@@ -103,6 +106,7 @@ KIND = register(
         write_outputs=write_outputs,
         cpu_step_s=1.5,
         metric_name="mse",
+        protocols=("reversed",),
         outputs={
             "reconstruction": Output(values, "the values as JSON", ("application/json",), SAMPLES,
                                      suffixes=(".json",)),

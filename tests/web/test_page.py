@@ -353,15 +353,28 @@ TOY_KIND = {
 }
 
 
+def test_without_the_kinds_the_page_keeps_its_own_words(page: Page) -> None:
+    page.route("**/v1/kinds", lambda route: route.abort())
+    page.goto("/")
+    expect(page.locator("#kind-list")).to_have_text("an image, an audio clip or a 3D shape")
+    expect(page.locator("#file-hint")).to_contain_text("An image (PNG, JPEG, WebP)")
+    expect(page.locator("#preset option")).not_to_have_count(0)  # the rest of the form is there
+
+
 def test_the_page_guesses_estimates_and_judges_by_what_each_kind_declares(page: Page) -> None:
-    """An upload's kind (by media family, then extension), a step's cost and a poor result come
-    from GET /v1/kinds: a kind declared there only is handled like the others."""
+    """The kinds and formats the page lists, an upload's kind (by media family, then extension),
+    a step's cost and a poor result come from GET /v1/kinds: a kind declared there only is
+    handled like the others."""
     def with_toy(route: Route) -> None:
         real = route.fetch()
         route.fulfill(response=real, json=[*real.json(), TOY_KIND])
 
     page.route("**/v1/kinds", with_toy)
     page.goto("/")
+    expect(page.locator("#kind-list")).to_have_text("audio, image, 3D shape or toy signal")
+    expect(page.locator("#file-hint")).to_have_text(
+        "Audio (WAV, FLAC, OGG), image (PNG, JPG, JPEG, WEBP), 3D shape (PLY, XYZ, OBJ, OFF, STL) "
+        "or toy signal (TOY)")
     estimate = page.locator("#fit-estimate")
     page.fill("#steps", "20")
     expect(estimate).to_contain_text("No run-time estimate for 20 steps")  # no file, no kind
