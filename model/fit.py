@@ -28,12 +28,20 @@ from model.snapshot import FitPosition, FitSnapshot, capture, restore_optimizer
 COMPILE_MIN_STEPS = 2000
 """`FitOptions.compile=None` compiles fits of at least this many steps: a cold compile of the
 step (and its stage-2 variant) cost more than the ~20% it saves per step on shorter fits here."""
+COMPILE_MIN_BUDGET_S = 300.0
+"""Nor is a fit under a shorter time budget compiled: the cold compile's 15-30 s on a CPU would
+eat what the faster steps win back in the time left."""
 
 SPARSE_BALANCE_WEIGHT = 0.01
 """Weight of the load-balancing term (`balance_loss`) in sparse training when the schedule sets
 none: an expert outside every point's top k gets no reconstruction gradient, so without it the
 manager can starve experts for good. The Switch Transformer's own weight (Fedus et al. 2021,
 sec. 2.2), not tuned here: the `sparse` bench's fits report the experts in use."""
+
+PRETRAIN_BUDGET_SHARE = 0.25
+"""Under a time budget, manager pretraining ends early once the fit has spent this share of it
+(not cached then): the paper's 3000 pretraining steps take minutes on a CPU, which would leave a
+short budget no steps to fit with. The fast preset's 20 steps take a second or two."""
 
 StopReason = Literal["steps", "budget", "target"]
 
@@ -168,11 +176,13 @@ def fit(
         if stop():  # the paper's 3000 pretraining steps take minutes on a CPU
             raise FitCanceled(f"canceled at manager pretraining step {step} of {schedule.pretrain_steps}")
 
+    clock = Clock(schedule.steps, *_limits(options, schedule), clock_started)
     if resume is None:
         report(Progress(0, schedule.steps, math.nan, math.nan, math.nan, "pretrain"))
         pretrained_model(
             model, signal.grid, schedule.pretraining(options.seed), cache_dir,
             signal.grid_values() if schedule.pretrain == "kmeans" else None, check_cancel,
+            until=clock.pretraining_over,
         )
     else:
         model.load_state_dict(resume.model_state)  # the snapshot's weights replace pretraining
@@ -186,7 +196,6 @@ def fit(
         "signal": signal.meta(),
         "fit": {**asdict(options), "schedule": asdict(schedule)},
     }
-    clock = Clock(schedule.steps, *_limits(options, schedule), clock_started)
     snapshots = Snapshots(on_snapshot, snapshot_every_s, clock, config)
     history, stop_reason = _train(model, signal, schedule, options, clock, report, stop,
                                   snapshots, resume)
@@ -227,6 +236,11 @@ class Clock:
     def __post_init__(self) -> None:
         if self.max_steps is None and self.budget_s is None:
             self.max_steps = self.steps  # neither given: the preset's steps
+
+    def pretraining_over(self) -> bool:
+        """Whether manager pretraining has spent its share of the budget (PRETRAIN_BUDGET_SHARE)."""
+        spent = self.now() - self.started
+        return self.budget_s is not None and spent >= PRETRAIN_BUDGET_SHARE * self.budget_s
 
     def start_training(self) -> None:
         self.training_started = self.now()
@@ -321,7 +335,7 @@ def _train(
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(options.seed)
     top_k = train_top_k(options, schedule, model.config)
-    compiled = top_k is None and _should_compile(options, schedule)
+    compiled = top_k is None and _should_compile(options, clock)
     balance_weight = schedule.balance_weight or (SPARSE_BALANCE_WEIGHT if top_k else 0.0)
     rows = train_rows(device)
     to_psnr = TARGET_METRICS.get(kinds()[signal.kind].metric_name)
@@ -400,8 +414,13 @@ def _set_trainable(params: list[torch.nn.Parameter], trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
-def _should_compile(options: FitOptions, schedule: FitPreset) -> bool:
-    return options.compile if options.compile is not None else schedule.steps >= COMPILE_MIN_STEPS
+def _should_compile(options: FitOptions, clock: Clock) -> bool:
+    """The user's choice, else whether the fit runs long enough for a cold compile to pay back."""
+    if options.compile is not None:
+        return options.compile
+    long_by_steps = clock.max_steps is None or clock.max_steps >= COMPILE_MIN_STEPS
+    long_by_time = clock.budget_s is None or clock.budget_s >= COMPILE_MIN_BUDGET_S
+    return long_by_steps and long_by_time
 
 
 def make_adam(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:

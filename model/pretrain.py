@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from scipy.cluster.vq import kmeans2  # type: ignore[import-untyped]
 from torch import Tensor
 
-from model.network import CPU_BATCH_ROWS, NeuralExperts, train_rows
+from model.network import NeuralExperts, train_rows
 from model.signals.base import Grid
 
 PRETRAIN_MODES = ("random", "grid", "kmeans", "none")
@@ -79,10 +79,12 @@ def pretrain_manager(
     pretraining: Pretraining,
     values: Tensor | None = None,
     on_step: Callable[[int, float], None] | None = None,
-) -> float:
-    """Train encoders + manager to reproduce the labels; returns the label accuracy reached."""
+    until: Callable[[], bool] | None = None,
+) -> int:
+    """Train encoders + manager to reproduce the labels, stopping early once `until()` is true (a
+    fit's time budget); returns the steps it ran."""
     if model.manager is None or pretraining.mode == "none" or pretraining.steps <= 0:
-        return float("nan")
+        return 0
     device = next(model.parameters()).device
     coords = grid.coords(device)
     labels = grid_labels(pretraining.mode, grid, model.n_experts, pretraining.seed, values).to(device)
@@ -92,6 +94,8 @@ def pretrain_manager(
     gen = torch.Generator(device=device).manual_seed(pretraining.seed)
     rows = train_rows(device)
     for step in range(pretraining.steps):
+        if until is not None and until():
+            return step
         if coords.shape[0] > max_points:
             picked = torch.randint(0, coords.shape[0], (max_points,), device=device, generator=gen)
             x, y = coords[picked], labels[picked]
@@ -109,16 +113,7 @@ def pretrain_manager(
         opt.step()
         if on_step is not None:
             on_step(step, float(total))
-    return label_accuracy(model, coords, labels)
-
-
-@torch.inference_mode()
-def label_accuracy(model: NeuralExperts, coords: Tensor, labels: Tensor) -> float:
-    """Share of points whose argmax expert is their label."""
-    hits = 0
-    for xs, ys in zip(coords.split(CPU_BATCH_ROWS), labels.split(CPU_BATCH_ROWS), strict=True):
-        hits += int((model.manager_logits(xs, model.expert_encoder(xs)).argmax(-1) == ys).sum())
-    return hits / coords.shape[0]
+    return pretraining.steps
 
 
 def cache_key(model: NeuralExperts, grid: Grid, pretraining: Pretraining) -> str:
@@ -137,11 +132,13 @@ def pretrained_model(
     cache_dir: Path | None,
     values: Tensor | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    until: Callable[[], bool] | None = None,
 ) -> bool:
     """Load `model` with pretrained weights from the cache, or pretrain and cache them.
 
     Signal-dependent modes (k-means) are never cached. Returns True on a cache hit. `on_step`
-    runs after every pretraining step; an exception it raises (a cancel) leaves no cache entry.
+    runs after every pretraining step; an exception it raises (a cancel) leaves no cache entry,
+    nor does a pretraining that `until` cut short (its weights are not the key's).
     """
     path = None
     if cache_dir is not None and pretraining.cacheable:
@@ -149,8 +146,8 @@ def pretrained_model(
         if path.exists():
             model.load_state_dict(load_file(str(path), device=str(next(model.parameters()).device)))
             return True
-    pretrain_manager(model, grid, pretraining, values, on_step)
-    if path is not None:
+    ran = pretrain_manager(model, grid, pretraining, values, on_step, until)
+    if path is not None and ran == pretraining.steps:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{np.random.randint(1 << 30)}")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))

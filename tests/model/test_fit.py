@@ -241,6 +241,20 @@ def test_a_budgeted_fit_stops_at_its_budget(kodak_crop: Path, pretrain_cache: Pa
     assert training[-1].step > 10  # not stopped early: a 32 x 32 step takes milliseconds
 
 
+def test_a_budget_cuts_a_long_pretraining_short(kodak_crop: Path, tmp_path: Path) -> None:
+    # The paper preset pretrains the manager 3000 steps (~15 s here): a 3 s budget gives it its
+    # share and fits with the rest, and the cut-short weights are not cached as the full ones.
+    signal = load_signal(kodak_crop)
+    fit(signal, FitOptions(steps=1))  # torch's first optimiser and step set-up: a second or two
+    reports: list[Progress] = []
+    started = time.perf_counter()
+    result = fit(signal, FitOptions(preset="paper", time_budget_s=3.0), reports.append,
+                 cache_dir=tmp_path)
+    assert result.stop_reason == "budget" and time.perf_counter() - started < 7
+    assert max(r.step for r in reports if r.stage == "fit") > 10
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_schedule_is_laid_over_the_budget() -> None:
     now = [0.0]
     clock = Clock(steps=300, max_steps=None, budget_s=100.0, started=0.0, now=lambda: now[0])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +51,8 @@ def seed_pretraining(cache_dir: Path, path: Path, **load_options: object) -> Non
     1.3M-parameter 3D model in ~25 s on one core, which the suite would pay once per run; service
     tests check the service around a fit, not pretraining (tests/model does)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(model.pretrain, "pretrain_manager", lambda *args, **kwargs: math.nan)
+        # Reports every step as run, so that the untrained manager is cached under the key.
+        patch.setattr(model.pretrain, "pretrain_manager",
+                      lambda model, grid, pretraining, *rest, **kwargs: pretraining.steps)
         fit(load_signal(path, **load_options), FitOptions(steps=1, device="cpu"),
             cache_dir=cache_dir)
