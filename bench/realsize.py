@@ -30,7 +30,7 @@ from bench.sdf import DRY_RUN_EVAL_RESOLUTION
 from bench.sparse import K_SWEEP, SPARSE_K, step_times
 from model.checkpoint import save_checkpoint
 from model.fit import FitOptions, FitResult, build_model, fit, resolve_device, signal_shape
-from model.presets import IMAGE_BATCH_POINTS, PRESETS, FitPreset
+from model.presets import GRID_BATCH_POINTS, PRESETS, FitPreset
 from model.signals import load_signal
 from model.signals.image import ImageSignal, psnr
 from model.signals.sdf import SdfSignal, level_set, predicted_volume
@@ -43,7 +43,7 @@ SIREN_LRS = (1e-3, 3e-4)
 "fast"); a longer fit may prefer the lower rate."""
 FIXED_FAST = replace(PRESETS["fast"], size_aware=False, sparse_top_k=None, task_changes=())
 """The fast preset before issue 13: the paper's image model (K = 4, sine encoders), dense loss."""
-SIREN_SCHEDULE = replace(FIXED_FAST, batch_points=IMAGE_BATCH_POINTS)
+SIREN_SCHEDULE = replace(FIXED_FAST, batch_points=GRID_BATCH_POINTS)
 """SIREN Base on the size-aware default's points per step: at a fixed budget both get the many
 short steps that took the default from 19 to 78 steps in 60 s."""
 STEP_POINTS = 16_384  # as bench "sparse": step times comparable across the two sections

@@ -124,8 +124,8 @@ class FitOptions:
     compile: bool | None = option(None, help="torch.compile the training step.", api=False,
                                   cli_default=False)
     """torch.compile the training step: True, False, or None to decide from the fit's length
-    (a compile costs seconds to a minute up front; see COMPILE_MIN_STEPS, COMPILE_MIN_BUDGET_S). Dense steps only. The
-    CLI compiles only when asked."""
+    (a compile costs seconds to a minute up front; see COMPILE_MIN_STEPS, COMPILE_MIN_BUDGET_S).
+    Dense steps only. The CLI compiles only when asked."""
     top_k: int | None = option(None, ge=1, le=MAX_EXPERTS, help=(
         "Train each point on its top-k experts only, 1..K (default: all K, the paper's dense loss)."))
     """Experts each training point runs (1..K); None or K is the paper's dense loss. At 1 the

@@ -71,10 +71,10 @@ def model_config(
 # --------------------------------------------------------------------------- the size rule
 # docs/method.md#the-size-rule. The paper's models were sized for its signals; a signal with g
 # times as many points gets K = K_paper * 2^floor(log2(g) / 2) experts (twice as many per 4x
-# the points; K_paper is the task's K in the paper's table), up to MAX_EXPERTS, and an image
-# beyond the paper's 128 x 128 gets a hash-grid expert encoder, a table of a quarter to half its
-# pixels per level (sine MLPs capped what a fit of a full-size photo reached in a budget:
-# bench/RESULTS.md, "realsize").
+# the points; K_paper is the task's K in the paper's table), up to MAX_EXPERTS. Images beyond the
+# paper's 128 x 128 and audio of any length get a hash-grid expert encoder, a table of a quarter
+# to half their points per level (sine MLPs capped what a fit reached in a budget: bench/RESULTS.md,
+# "realsize"); 3D starts from the paper's small model.
 
 PAPER_POINTS: dict[str, int] = {
     "image": 128 * 128,  # the paper's Kodak crops
@@ -84,17 +84,25 @@ PAPER_POINTS: dict[str, int] = {
 DEFAULT_BUDGET_S = 120.0
 """The fast preset's cap on an audio or 3D fit: 300 steps of a large clip or mesh ran past 12
 minutes on a 2-core CPU (issue 13); a GPU ends at the steps well before it."""
-IMAGE_BATCH_POINTS = 16_384
-"""Pixels per step of the fast preset (a 128 x 128 image whole): more, shorter steps in a budget;
-on full-size kodim19 the rule's model reached 29.3 dB in 60 CPU-seconds with it, 22.7 with
-65,536 (docs/method.md, "The size rule")."""
+GRID_BATCH_POINTS = 16_384
+"""Points per step of a grid-encoded fit (a 128 x 128 image whole): more, shorter steps in a
+budget; on full-size kodim19 the rule's model reached 29.3 dB in 60 CPU-seconds with it, 22.7
+with 65,536 (docs/method.md, "The size rule")."""
 DENSE_MAX_EXPERTS = 4
 """The paper's K: up to it a fit keeps the dense loss; past it a dense step costs ~K / 4 times."""
 SIZED_WIDTH = 64
 """Expert, manager-encoder and manager width of a grid-encoded model: the grid holds the detail,
 so narrow MLPs suffice (instant-ngp's MLPs are 64 wide)."""
 GRID_TABLE_LOG2 = (14, 19)  # bounds on log2 of a level's table rows: 16k .. 512k
-GRID_BOUNDS = {"image": 1.0}  # coordinates span [-bound, bound] (model/signals/image.py)
+GRID_PAST_POINTS = {"image": PAPER_POINTS["image"], "audio": 0}
+"""Signals with more points than this get the grid encoder. An image up to 128 x 128 keeps the
+paper's sine model (~60 dB in 300 steps); audio gets the grid at any length: on the 3.7 s
+two-speakers clip, 60 CPU-seconds reached MSE 2.5e-5 against 2.5e-3 for the sine model and
+2.0e-4 for SIREN. 3D has none: its loss needs gradients through the encoding."""
+GRID_BOUNDS = {"image": 1.0, "audio": 100.0}  # coordinates span [-bound, bound] (model/signals/*)
+SIZED_BASE = {"sdf": "sdf-small"}
+"""The paper's architecture a size-aware fit starts from, where not the task's own: on spot in a
+120 s CPU budget the large 3D model ran 31 steps to IoU 0.45 (bench/RESULTS.md, "realsize")."""
 
 
 def sized_experts(task: str, points: int) -> int:
@@ -107,18 +115,21 @@ def sized_experts(task: str, points: int) -> int:
 def sized_config(task: str, in_dim: int, out_dim: int, shape: tuple[int, ...],
                  activation: str = "sine", n_experts: int | None = None) -> ModelConfig:
     """The default preset's model for a signal of grid `shape` (images, audio) or `(points,)`
-    (3D): the paper's architecture up to the paper's signal size, then more experts, and for
-    images a hash-grid encoder sized from the pixels. `n_experts` (the user's --experts) wins."""
+    (3D): the paper's architecture (3D: its small one) up to the paper's signal size, then more
+    experts; past GRID_PAST_POINTS a hash-grid encoder sized from the points. `n_experts` (the
+    user's --experts) wins."""
     points = math.prod(shape)
-    base = model_config("neural-experts", task, in_dim, out_dim, activation, n_experts)
+    base = model_config("neural-experts", SIZED_BASE.get(task, task), in_dim, out_dim, activation,
+                        n_experts)
     k = n_experts if n_experts is not None else sized_experts(task, points)
-    if _family(task) != "image" or points <= PAPER_POINTS["image"]:
+    family = _family(task)
+    if points <= GRID_PAST_POINTS.get(family, math.inf):
         return replace(base, n_experts=k)
     log2_table = min(max(math.ceil(math.log2(points)) - 2, GRID_TABLE_LOG2[0]), GRID_TABLE_LOG2[1])
     return replace(
         base, n_experts=k, expert_width=SIZED_WIDTH, manager_encoder_width=SIZED_WIDTH,
         manager_width=SIZED_WIDTH, encoding="grid", grid_log2_table=log2_table,
-        grid_finest_resolution=max(shape), grid_bound=GRID_BOUNDS["image"],
+        grid_finest_resolution=max(shape), grid_bound=GRID_BOUNDS[family],
     )
 
 
@@ -206,9 +217,10 @@ PRESETS: dict[str, FitPreset] = {
     # - the manager frozen at its pretrained bands for the first 30%: each expert learns its band.
     # - band (grid) pretraining, 20 steps at 3e-4: learnable at any size, unlike a random map.
     # - no experts-only stage: its fresh Adam state at lr ~1e-3 knocked the fit back.
-    # - audio and 3D: lr 3e-4, the manager trained from step 1 (1e-3 left them unformed).
+    # - audio and 3D: lr 3e-4, the manager trained from step 1 (1e-3 left them unformed, and
+    #   SIREN audio diverged; the grid-encoded audio model does ~2.5x better at 1e-3, left so).
     # - the model sized from the signal (`sized_config`), sparse top-2 once K > 4 (`sparse_top_k`).
-    # - images: 16k pixels a step (IMAGE_BATCH_POINTS): 4x the steps beat 4x the batch.
+    # - images and audio: 16k points a step (GRID_BATCH_POINTS): 4x the steps beat 4x the batch.
     "fast": FitPreset(
         steps=300, lr=1e-3, lr_gamma=0.995, experts_only_fraction=0.0, manager_frozen_fraction=0.3,
         pretrain="grid", pretrain_steps=20, pretrain_max_points=16_384, pretrain_lr=3e-4,
@@ -216,7 +228,7 @@ PRESETS: dict[str, FitPreset] = {
         task_changes=(
             *for_tasks(("audio", "sdf", "sdf-small"), lr=3e-4, manager_frozen_fraction=0.0,
                        time_budget_s=DEFAULT_BUDGET_S),
-            *for_tasks(("image",), batch_points=IMAGE_BATCH_POINTS),
+            *for_tasks(("image", "audio"), batch_points=GRID_BATCH_POINTS),
         ),
     ),
 }

@@ -25,8 +25,11 @@ def test_task_changes_apply_to_that_task_only() -> None:
     for task in ("audio", "sdf", "sdf-small"):
         changed = fast.for_task(task)
         assert (changed.lr, changed.manager_frozen_fraction, changed.time_budget_s) == (3e-4, 0.0, 120.0)
+        batch = 16_384 if task == "audio" else fast.batch_points  # audio's grid, as images'
+        assert changed.batch_points == batch
         assert replace(changed, lr=fast.lr, manager_frozen_fraction=fast.manager_frozen_fraction,
-                       time_budget_s=None, task_changes=fast.task_changes) == fast
+                       time_budget_s=None, batch_points=fast.batch_points,
+                       task_changes=fast.task_changes) == fast
 
 
 def test_an_explicit_lr_applies_to_every_task() -> None:
@@ -47,8 +50,8 @@ def test_the_presets_help_describes_every_preset() -> None:
         ("image", (256, 256), 8, "grid"),
         ("image", (512, 768), 16, "grid"),  # full-size Kodak
         ("image", (4096, 4096), MAX_EXPERTS, "grid"),
-        ("audio", (88_200,), 4, "mlp"),
-        ("audio", (60 * 44_100,), 8, "mlp"),  # a minute at 44.1 kHz
+        ("audio", (88_200,), 4, "grid"),  # audio: the grid at any length
+        ("audio", (60 * 44_100,), 8, "grid"),  # a minute at 44.1 kHz
         ("sdf", (250_000,), 8, "mlp"),  # never fewer than the paper's K = 8
         ("sdf", (1_000_000,), 16, "mlp"),
     ],
@@ -58,8 +61,8 @@ def test_the_size_rule_gives_its_documented_sizes(task: str, shape: tuple[int, .
     in_dim, out_dim = {"image": (2, 3), "audio": (1, 1), "sdf": (3, 1)}[task]
     config = sized_config(task, in_dim, out_dim, shape)
     assert (config.n_experts, config.encoding) == (experts, encoding)
-    paper = model_config("neural-experts", task, in_dim, out_dim)
-    if encoding == "mlp":  # only K differs from the paper's architecture
+    paper = model_config("neural-experts", "sdf-small" if task == "sdf" else task, in_dim, out_dim)
+    if encoding == "mlp":  # only K differs from the paper's architecture (3D: its small one)
         assert config == ModelConfig(**{**paper.to_dict(), "n_experts": experts})
     else:
         widths = (config.expert_width, config.manager_width)

@@ -239,8 +239,7 @@ def test_loss_is_weighted_l1_with_clamping(spot: SdfSignal) -> None:
 
 @pytest.fixture(scope="module")
 def fitted(spot: SdfSignal, tmp_path_factory: pytest.TempPathFactory) -> FitResult:
-    # The fast preset pretrains 300 steps of 16k points on the 1.3M-parameter model: minutes on
-    # one core. The same schedule with 5 pretraining steps and 600-point batches runs in seconds.
+    # The fast preset's schedule with 5 pretraining steps and 600-point batches: seconds.
     tiny = replace(PRESETS["fast"], pretrain_steps=5, pretrain_max_points=2048, batch_points=600)
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(PRESETS, "test-sdf", tiny)
@@ -249,7 +248,7 @@ def fitted(spot: SdfSignal, tmp_path_factory: pytest.TempPathFactory) -> FitResu
 
 
 def test_a_small_fit_gives_finite_metrics(fitted: FitResult) -> None:
-    assert fitted.config["parameters"] == 1_285_904
+    assert fitted.config["parameters"] == 323_472  # the paper's small 3D model (fast preset)
     assert set(fitted.metrics) == {"iou", "trimap_iou", "chamfer"}
     assert all(math.isfinite(v) for v in fitted.metrics.values()), fitted.metrics
     assert 0 < fitted.metrics["iou"] <= 1 and 0 < fitted.metrics["trimap_iou"] <= 1
