@@ -20,7 +20,7 @@ from model.render import expert_colors
 from model.signals import kind_of
 from model.signals import sdf as sdf_kind
 from model.signals.base import Batch, SignalError
-from model.signals.sdf import SdfSignal, load, mesh, reflect, write_outputs
+from model.signals.sdf import DOMAIN, SdfSignal, level_set, load, mesh, reflect, write_outputs
 from tests.utils.data import SPOT
 
 # Small enough for a 1-thread test, same code paths as the paper's 250k / 128^3 / 300k defaults.
@@ -290,6 +290,21 @@ def test_write_outputs_writes_both_meshes(fitted: FitResult, tmp_path: Path,
 def test_mesh_rejects_bad_queries(fitted: FitResult, query: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         mesh(fitted.model, fitted.config["signal"], **query)
+
+
+def test_pieces_cut_by_the_domain_walls_are_dropped() -> None:
+    # A sphere (the shape) and a ball centred on the domain's corner, as a short fit leaves the
+    # SDF negative there: the wall cuts the second open, so the surface keeps the sphere alone.
+    axis = np.linspace(-DOMAIN, DOMAIN, 64)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    sphere = np.sqrt(x**2 + y**2 + z**2) - 0.5
+    corner = np.sqrt((x - DOMAIN) ** 2 + (y - DOMAIN) ** 2 + (z - DOMAIN) ** 2) - 0.3
+    surface = level_set(np.minimum(sphere, corner).astype(np.float32))
+    assert surface is not None and surface.is_watertight
+    assert np.allclose(surface.bounds, [[-0.5] * 3, [0.5] * 3], atol=0.02)
+    # A surface that only the walls bound is all there is: it stays.
+    slab = level_set((np.abs(z) - 0.3).astype(np.float32))
+    assert slab is not None and len(slab.faces) > 0 and not slab.is_watertight
 
 
 def test_an_empty_level_set_is_reported(spot: SdfSignal, tmp_path: Path,
