@@ -102,7 +102,8 @@ two-speakers clip, 60 CPU-seconds reached MSE 2.5e-5 against 2.5e-3 for the sine
 GRID_BOUNDS = {"image": 1.0, "audio": 100.0}  # coordinates span [-bound, bound] (model/signals/*)
 SIZED_BASE = {"sdf": "sdf-small"}
 """The paper's architecture a size-aware fit starts from, where not the task's own: on spot in a
-120 s CPU budget the large 3D model ran 31 steps to IoU 0.45 (bench/RESULTS.md, "realsize")."""
+120 s CPU budget the large 3D model ran 31 steps to IoU 0.45, the small one 134 to IoU 0.97
+(bench/RESULTS.md, "realsize")."""
 
 
 def sized_experts(task: str, points: int) -> int:

@@ -17,6 +17,7 @@ from playwright.sync_api import Page, Route, expect
 
 from model.network import ACTIVATIONS
 from model.presets import MAX_EXPERTS, MODELS, PRESETS
+from model.signals import kinds
 from tests.utils.service import Service
 from tests.utils.web import (
     FIT_TIMEOUT_MS,
@@ -382,7 +383,8 @@ def test_the_page_guesses_estimates_and_judges_by_what_each_kind_declares(page: 
         page.set_input_files("#file", {"name": name, "mimeType": media_type, "buffer": b"TOY1 1 2"})
         expect(estimate).to_contain_text("~30 s (20 steps at ~1.5 s)")
     page.set_input_files("#file", {"name": "spot.ply", "mimeType": "", "buffer": b"ply"})
-    expect(estimate).to_contain_text("~11 s (20 steps at ~0.54 s)")
+    step_s = kinds()["sdf"].cpu_step_s  # as the sdf kind declares it
+    expect(estimate).to_contain_text(f"~{round(20 * step_s)} s (20 steps at ~{step_s:g} s)")
     page.set_input_files("#file", {"name": "notes.bin", "mimeType": "", "buffer": b"?"})
     expect(estimate).to_contain_text("this file's name and type do not say which it is")
 
