@@ -159,7 +159,7 @@ def without_cut_pieces(surface: trimesh.Trimesh, spacing: float) -> trimesh.Trim
     from the surface (spot after 120 CPU-seconds: 40 open scraps in the corners beside one closed
     shape), and the wall cuts it open. Kept whole when every piece reaches a wall."""
     pieces = trimesh.graph.connected_component_labels(surface.face_adjacency, len(surface.faces))
-    on_wall = (np.abs(surface.vertices) > DOMAIN - spacing / 2).any(axis=1)
+    on_wall = np.any(np.abs(surface.vertices) > DOMAIN - spacing / 2, axis=1)
     cut = np.unique(pieces[on_wall[surface.faces].any(axis=1)])
     keep = ~np.isin(pieces, cut)
     if not keep.any() or keep.all():
