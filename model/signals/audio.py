@@ -244,7 +244,7 @@ KIND = register(
         sniff=_sniff,
         load=load,
         write_outputs=write_outputs,
-        # bench/RESULTS.md (bench:audio): 300 steps of a clip in ~85-90 s on a 2-core CPU.
+        # bench/RESULTS.md (bench:realsize): 300 steps of a minute of speech in 80 s on a 2-core CPU.
         cpu_step_s=0.3,
         metric_name="mse",
         outputs={
