@@ -36,7 +36,7 @@ def fit_field(name: str) -> Any:
     return Field(
         default_of(declared), description=spec.help + spec.service_note, ge=spec.ge, gt=spec.gt,
         le=spec.le, allow_inf_nan=False if value_type(name) is float else None,
-        json_schema_extra={"enum": [*spec.names(), *unset]} if spec.choices else None,
+        json_schema_extra={"enum": [*spec.names(), *unset]} if spec.names() else None,
     )
 
 

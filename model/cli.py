@@ -40,7 +40,7 @@ def _option_parameter(declared: Field[Any], hint: Any) -> inspect.Parameter:
     """A typer option for a declared fit option: its help, bounds and choices."""
     spec = option_of(declared)
     default = default_of(declared) if spec.cli_default is None else spec.cli_default
-    if spec.choices:
+    if spec.names():
         # An enum of the registry as it is now, so a new preset, model or activation shows here.
         choices = StrEnum(declared.name.title(), {name: name for name in spec.names()})  # type: ignore[misc]
         hint = choices if default is not None else choices | None

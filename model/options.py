@@ -4,7 +4,7 @@ the page's choices are built from `FitOptions` and the registries it names."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
@@ -24,24 +24,10 @@ MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; databases store sign
 MIN_TARGET_PSNR, MAX_TARGET_PSNR = 1.0, 200.0  # float32 fits top out near 100 dB; 200 is no target
 
 
-class _Protocols(Collection[str]):
-    """Every kind's data protocols (`SignalKind.protocols`), in registry order, read when asked
-    as the other choices are: a kind registered after this module is imported offers its own."""
-
-    def _names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(p for kind in kinds().values() for p in kind.protocols))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-
-PROTOCOLS = _Protocols()
+def protocols() -> tuple[str, ...]:
+    """Every kind's data protocols (`SignalKind.protocols`), in registry order, read when asked:
+    a kind registered after this module is imported offers its own."""
+    return tuple(dict.fromkeys(p for kind in kinds().values() for p in kind.protocols))
 
 OPTION = "option"  # the key of an `Option` in a dataclass field's metadata
 
@@ -51,8 +37,9 @@ class Option:
     """How one fit option is explained and bounded, for the CLI, the API and the page alike."""
 
     help: str
-    choices: Collection[str] = ()
-    """A registry (PRESETS, MODELS...), read when asked: what it holds then is what is offered."""
+    choices: Collection[str] | Callable[[], Collection[str]] = ()
+    """A registry (PRESETS, MODELS...) or a function listing one, read when asked: what it holds
+    then is what is offered."""
     labels: Mapping[str, str] = field(default_factory=dict)
     """A person's name for a choice, where it is not the choice itself (the page shows these)."""
     ge: float | None = None
@@ -69,7 +56,7 @@ class Option:
     """The CLI's default where it differs from the field's."""
 
     def names(self) -> tuple[str, ...]:
-        return tuple(self.choices)
+        return tuple(self.choices() if callable(self.choices) else self.choices)
 
     def out_of_bounds(self, name: str, value: float) -> str | None:
         """Why `value` is outside this option's bounds (ValueError's message), or None."""
@@ -168,7 +155,7 @@ class FitOptions:
 class LoadOptions:
     """How the upload is read: the signal loader's options a user chooses."""
 
-    protocol: str | None = option(None, choices=PROTOCOLS, help=(
+    protocol: str | None = option(None, choices=protocols, help=(
         "paper: the paper's image protocol (Lanczos downscale by 4, centre 128x128 crop)."))
 
 

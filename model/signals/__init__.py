@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
+from typing import Any
 
 from model.signals.base import (
     Batch,
@@ -54,7 +55,7 @@ def identify(path: Path) -> tuple[SignalKind, str]:
     )
 
 
-def load_signal(path: Path, **options: object) -> Signal:
+def load_signal(path: Path, **options: Any) -> Signal:
     return kind_of(path).load(path, **options)
 
 

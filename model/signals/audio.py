@@ -126,7 +126,6 @@ class AudioSignal(SampledSignal):
 
 def load(path: Path, protocol: str | None = None, device: str = "cpu",
          max_seconds: float = MAX_SECONDS) -> AudioSignal:
-    KIND.check_protocol(protocol)
     if not 0 < max_seconds < math.inf:
         raise SignalError(f"max_seconds must be a positive number, got {max_seconds}",
                           "invalid_option")
@@ -242,7 +241,7 @@ KIND = register(
         coordinates="time in [-100, 100]",
         suffixes=(".wav", ".flac", ".ogg"),
         sniff=_sniff,
-        load=load,
+        loader=load,
         write_outputs=write_outputs,
         # bench/RESULTS.md (bench:realsize): 300 steps of a minute of speech in 80 s on a 2-core CPU.
         cpu_step_s=0.3,

@@ -175,9 +175,9 @@ class SignalKind:
     sniff: Callable[[bytes], str | None]
     """The suffix of the format (".png"...) a file's first bytes look like, or None when they
     are not this kind (content, not the name, decides)."""
-    load: Callable[..., Signal]
-    """load(path, protocol=None, device="cpu") -> Signal; raises SignalError. It calls
-    `check_protocol` first."""
+    loader: Callable[..., Signal]
+    """loader(path, protocol=None, device="cpu", **caps) -> Signal; raises SignalError. Called
+    through `load`, which has checked the protocol."""
     write_outputs: Callable[[NeuralExperts, dict[str, Any], Path], list[Path]]
     """Writes the kind's default outputs (reconstruction, experts...) into a fit's folder."""
     cpu_step_s: float
@@ -201,6 +201,11 @@ class SignalKind:
 
     def cap(self, setting: str) -> Cap:
         return next(c for c in self.caps if c.setting == setting)
+
+    def load(self, path: Path, protocol: str | None = None, **options: Any) -> Signal:
+        """The signal in `path`, read by this kind's loader once `protocol` is one it takes."""
+        self.check_protocol(protocol)
+        return self.loader(path, protocol=protocol, **options)
 
     def check_protocol(self, protocol: str | None) -> None:
         """SignalError unless `protocol` is None or one this kind declares: the option offers

@@ -158,7 +158,6 @@ def image_metrics(predicted: np.ndarray, target: np.ndarray, shape: tuple[int, .
 
 def load(path: Path, protocol: str | None = None, device: str = "cpu",
          max_pixels: int = MAX_PIXELS) -> ImageSignal:
-    KIND.check_protocol(protocol)
     pixels = read_image(path, protocol, max_pixels)
     height, width, channels = pixels.shape
     values = torch.from_numpy(pixels.reshape(-1, channels).copy()).to(device)
@@ -226,7 +225,7 @@ KIND = register(
         coordinates="(row, column) in [-1, 1]^2",
         suffixes=(".png", ".jpg", ".jpeg", ".webp"),
         sniff=_sniff,
-        load=load,
+        loader=load,
         write_outputs=write_outputs,
         # bench/RESULTS.md (bench:fast): 300 steps of a Kodak image in ~85 s on a 2-core CPU.
         cpu_step_s=0.29,

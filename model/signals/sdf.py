@@ -289,7 +289,6 @@ def load(path: Path, protocol: str | None = None, device: str = "cpu",
          pool_size: int = POOL_SIZE, eval_resolution: int = EVAL_RESOLUTION,
          chamfer_points: int = CHAMFER_POINTS, trimap_band: float = TRIMAP_BAND) -> SdfSignal:
     """Read, orient and normalise; the near / far sample pools (pool_size each) come on first use."""
-    KIND.check_protocol(protocol)
     _check_options(max_points, surface_samples, pool_size, eval_resolution, chamfer_points,
                    trimap_band)
     geometry = read_geometry(path, max_points)
@@ -370,7 +369,7 @@ KIND = register(
         coordinates="(x, y, z) in [-1.2, 1.2]^3",
         suffixes=tuple(SUFFIX_FORMATS),
         sniff=sniff,
-        load=load,
+        loader=load,
         write_outputs=write_outputs,
         # bench/RESULTS.md (bench:realsize): 134 steps of spot in a 120 s budget on a 2-core CPU.
         cpu_step_s=0.9,

@@ -172,7 +172,7 @@ def test_other_formats_libsndfile_reads_are_refused(tmp_path: Path) -> None:
 def test_invalid_options(tmp_path: Path, options: dict[str, Any]) -> None:
     path = _write(tmp_path / "a.wav", np.full(100, 0.1))
     with pytest.raises(SignalError) as info:
-        audio.load(path, **options)
+        audio.KIND.load(path, **options)  # the kind checks the protocol, then its loader the rest
     assert info.value.code == "invalid_option"
 
 

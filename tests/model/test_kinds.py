@@ -32,7 +32,7 @@ def nexp(*args: object) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("name", sorted(kinds()))
 def test_each_kind_declares_what_its_code_takes(name: str) -> None:
     kind = kinds()[name]
-    load_keywords = set(inspect.signature(kind.load).parameters)
+    load_keywords = set(inspect.signature(kind.loader).parameters)
     settings = {cap.setting for cap in kind.caps}
     for cap in kind.caps:
         assert cap.load_option is None or cap.load_option in load_keywords, cap
@@ -77,7 +77,7 @@ from pathlib import Path
 from api.errors import ApiError
 from api.schemas import JobCreate
 from api.uploads import Spooled, validate
-from model.options import PROTOCOLS
+from model.options import protocols
 from service.settings import Settings
 
 def outcome(declared, options=JobCreate()):
@@ -92,7 +92,7 @@ capped = Settings(max_toy_values=4)
 answers = {"plain": outcome("text/plain"), "as image": outcome("image/png"),
            "own protocol": outcome("", JobCreate(protocol="reversed")),
            "image's protocol": outcome("", JobCreate(protocol="paper")),
-           "protocols": list(PROTOCOLS),
+           "protocols": list(protocols()),
            "loader": settings.loader_options("toy"), "render cap": settings.cap("max_toy_samples")}
 settings = capped
 answers["capped"] = outcome("")

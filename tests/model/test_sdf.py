@@ -204,7 +204,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
 def test_bad_input_is_a_signal_error_with_its_code(tmp_path: Path, case: str) -> None:
     path, options = _bad_inputs(tmp_path)[case]
     with pytest.raises(SignalError) as info:
-        load(path, **options)
+        sdf_kind.KIND.load(path, **options)  # the kind checks the protocol, then its loader the rest
     assert info.value.code == case.split("-")[0]
     assert "\n" not in str(info.value) and str(tmp_path) not in str(info.value)
 

@@ -65,7 +65,6 @@ class ToySignal(SampledSignal):
 
 def load(path: Path, protocol: str | None = None, device: str = "cpu",
          max_values: int = MAX_VALUES) -> ToySignal:
-    KIND.check_protocol(protocol)
     numbers = path.read_bytes()[len(MAGIC):].split()
     if protocol == "reversed":
         numbers.reverse()
@@ -102,7 +101,7 @@ KIND = register(
         coordinates="x in [-1, 1]",
         suffixes=(".toy",),
         sniff=_sniff,
-        load=load,
+        loader=load,
         write_outputs=write_outputs,
         cpu_step_s=1.5,
         metric_name="mse",
