@@ -103,6 +103,31 @@ def test_ground_truth_sign_and_pools(spot: SdfSignal) -> None:
     assert (spot.far[:, 3] < 0).any() and (spot.far[:, 3] > 0).any()
 
 
+def _exact_volume(signal: SdfSignal, resolution: int) -> np.ndarray:
+    axis = np.linspace(-DOMAIN, DOMAIN, resolution, dtype=np.float32)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    return signal.sdf_gt(grid).reshape((resolution,) * 3)
+
+
+def test_the_evaluation_volume_has_the_exact_signs_and_near_values(spot: SdfSignal) -> None:
+    truth, exact = sdf_kind.true_volume(spot.sdf_gt, 40), _exact_volume(spot, 40)
+    assert np.array_equal(truth < 0, exact < 0)
+    near = np.isfinite(truth)
+    assert np.array_equal(truth[near], exact[near]) and 0 < near.mean() < 0.5
+    assert (truth[~near] < 0).any() and (truth[~near] > 0).any()  # far inside and far outside
+
+
+def test_a_hole_joining_inside_and_out_is_queried_exactly(tmp_path: Path) -> None:
+    """A sphere with a cap cut off: one far region borders inside and outside points alike, so
+    no sign is sure and it is queried point by point, as the exact volume is."""
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    sphere.update_faces(sphere.triangles_center[:, 2] < 0.6)
+    sphere.export(tmp_path / "open.obj")
+    signal = load(tmp_path / "open.obj", **TINY)
+    truth, exact = sdf_kind.true_volume(signal.sdf_gt, 32), _exact_volume(signal, 32)
+    assert np.array_equal(truth < 0, exact < 0) and np.isfinite(truth).all()
+
+
 @pytest.mark.parametrize("name", ["cloud.ply", "ascii.ply", "cloud.txt"])
 def test_point_clouds_round_trip(tmp_path: Path, name: str) -> None:
     centre = np.array([1.0, -2.0, 3.0])
