@@ -246,7 +246,8 @@ class Settings(SignalCaps):
         for kind, options in value.items():
             if kind not in kinds():
                 raise ValueError(f"unknown signal kind {kind!r} (kinds: {', '.join(kinds())})")
-            accepted = set(inspect.signature(kinds()[kind].loader).parameters) - {"path", "device", "protocol"}
+            loader = inspect.signature(kinds()[kind].loader)
+            accepted = set(loader.parameters) - {"path", "device", "protocol"}
             unknown = sorted(set(options) - accepted)
             if unknown:
                 raise ValueError(f"{kind} loading has no option {', '.join(unknown)} "

@@ -27,14 +27,16 @@ def test_task_changes_apply_to_that_task_only() -> None:
         assert (changed.lr, changed.manager_frozen_fraction, changed.time_budget_s) == (3e-4, 0.0, 120.0)
         batch = 16_384 if task == "audio" else fast.batch_points  # audio's grid, as images'
         assert changed.batch_points == batch
+        steps, gamma = (1200, 0.995**0.25) if task == "audio" else (300, 0.995)  # same decay
+        assert (changed.steps, changed.lr_gamma) == (steps, pytest.approx(gamma))
         assert replace(changed, lr=fast.lr, manager_frozen_fraction=fast.manager_frozen_fraction,
-                       time_budget_s=None, batch_points=fast.batch_points,
-                       task_changes=fast.task_changes) == fast
+                       time_budget_s=None, batch_points=fast.batch_points, steps=fast.steps,
+                       lr_gamma=fast.lr_gamma, task_changes=fast.task_changes) == fast
 
 
-def test_an_explicit_lr_applies_to_every_task() -> None:
+def test_explicit_steps_and_lr_apply_to_every_task() -> None:
     fast = PRESETS["fast"].with_overrides(steps=5, lr=3e-4)
-    assert fast.steps == 5
+    assert {fast.for_task(task).steps for task in ("image", "audio", "sdf")} == {5}
     assert {fast.for_task(task).lr for task in ("image", "audio", "sdf")} == {3e-4}
     assert fast.for_task("audio").manager_frozen_fraction == 0.0  # other task changes stay
 
