@@ -243,7 +243,8 @@ KIND = register(
         sniff=_sniff,
         loader=load,
         write_outputs=write_outputs,
-        # bench/RESULTS.md (bench:realsize): 300 steps of a minute of speech in 80 s on a 2-core CPU.
+        # bench/RESULTS.md (bench:realsize): 300 to 439 steps of a minute of speech in 80 to 120 s
+        # on 2-core CPUs.
         cpu_step_s=0.3,
         metric_name="mse",
         outputs={

@@ -409,7 +409,7 @@ KIND = register(
         sniff=sniff,
         loader=load,
         write_outputs=write_outputs,
-        # bench/RESULTS.md (bench:realsize): 134 steps of spot in a 120 s budget on a 2-core CPU.
+        # bench/RESULTS.md (bench:realsize): 110 to 134 steps of spot in a 120 s budget on 2-core CPUs.
         cpu_step_s=0.9,
         metric_name="sdf_l1",
         outputs={
