@@ -56,8 +56,10 @@ def run(args: argparse.Namespace, folder: Path, cache_dir: Path) -> Section:
         rows = [[r.clip, r.model, f"{r.lr:g}", f"{r.mse * 1e4:.3g}", f"{r.seconds:.0f}"] for r in runs]
     else:
         fast = replace(PRESETS["fast"], batch_points=CPU_BATCH_POINTS)
+        audio = fast.for_task("audio")
         section.add(
-            f"CPU mode: {fast.steps} steps of {CPU_BATCH_POINTS:,} points sampled from the whole clip "
+            f"CPU mode: {audio.steps} steps (the fast preset's for audio; at most "
+            f"{audio.time_budget_s:g} s) of {CPU_BATCH_POINTS:,} points sampled from the whole clip "
             f"(the paper: 30k full-batch steps), so MSEs are far above the paper's. Neural Experts "
             f"runs the fast preset; SIREN its best rate of {', '.join(map(str, SIREN_SWEEP))}.\n"
         )

@@ -41,8 +41,9 @@ and 100% in 100 (1e-4: 99.0% in 100; 1e-3 never left chance), where the paper ru
 
 
 def cut(schedule: FitPreset, steps: int | None) -> FitPreset:
-    """A dry run's schedule: `steps` steps of fit and of pretraining (None: the schedule as is)."""
-    return schedule if steps is None else replace(schedule, steps=steps, pretrain_steps=steps)
+    """A dry run's schedule: `steps` steps of fit and of pretraining, for every task (a task's own
+    steps, as the fast preset's audio, yield as to a user's --steps); None: the schedule as is."""
+    return schedule if steps is None else replace(schedule.with_overrides(steps), pretrain_steps=steps)
 
 
 def cpu_plan() -> Plan:
