@@ -123,9 +123,14 @@ def _pool(sdf: SignedDistance, count: int, noise: float, rng: np.random.Generato
 # --------------------------------------------------------------------------- volumes and meshes
 
 
+def _axis(resolution: int) -> np.ndarray:
+    """The grid's coordinates along each axis: resolution values over the domain, float32."""
+    return np.linspace(-DOMAIN, DOMAIN, resolution, dtype=np.float32)
+
+
 def _slabs(resolution: int) -> Iterator[np.ndarray]:
     """Grid points over the domain one x-slab at a time, (resolution^2, 3) float32 each."""
-    axis = np.linspace(-DOMAIN, DOMAIN, resolution, dtype=np.float32)
+    axis = _axis(resolution)
     y, z = np.meshgrid(axis, axis, indexing="ij")
     for x in axis:
         yield np.stack([np.full_like(y, x), y, z], axis=-1).reshape(-1, 3)
@@ -158,7 +163,7 @@ def true_volume(sdf: SignedDistance, resolution: int) -> np.ndarray:
     the same signs. Far from the surface the nearest normal's sign is least sure: fandisk's 29k
     inside far points are bordered by 9,901 inside points and 1 outside, and that sign differs
     from the nearest normal's at 21 far points of its 96^3 grid."""
-    axis = np.linspace(-DOMAIN, DOMAIN, resolution, dtype=np.float32)  # as _slabs lays the grid
+    axis = _axis(resolution)
     volume = _volume(lambda x: sdf(x, within=NEAR_CELLS * (axis[1] - axis[0])), resolution)
     far = np.isinf(volume)
     regions, count = ndimage.label(far)
