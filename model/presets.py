@@ -84,9 +84,10 @@ PAPER_POINTS: dict[str, int] = {
 DEFAULT_BUDGET_S = 120.0
 """The fast preset's cap on an audio or 3D fit: 300 steps of a large clip or mesh ran past 12
 minutes on a 2-core CPU (issue 13); a GPU ends at the steps well before it."""
+FAST_STEPS, FAST_LR_GAMMA = 300, 0.995  # the fast preset's steps and decay (see PRESETS)
 AUDIO_STEPS = 1200
 """The fast preset's steps for audio, with its lr decay stretched to match (to 22% at the end, as
-300 steps at gamma 0.995): a grid-encoded clip keeps gaining past 300 steps, which a CPU reached
+FAST_STEPS at FAST_LR_GAMMA): a grid-encoded clip keeps gaining past 300 steps, which a CPU reached
 in ~100 of its 120 s. A minute of speech on 2 cores: 406 steps by the budget to MSE 4.0e-4,
 against 5.6e-4 at 300 steps; a GPU ends at the steps well before the budget."""
 GRID_BATCH_POINTS = 16_384
@@ -230,14 +231,15 @@ PRESETS: dict[str, FitPreset] = {
     # - images and audio: 16k points a step (GRID_BATCH_POINTS): 4x the steps beat 4x the batch.
     # - audio: 1200 steps, the same decay over them (AUDIO_STEPS): it gains past 300.
     "fast": FitPreset(
-        steps=300, lr=1e-3, lr_gamma=0.995, experts_only_fraction=0.0, manager_frozen_fraction=0.3,
+        steps=FAST_STEPS, lr=1e-3, lr_gamma=FAST_LR_GAMMA, experts_only_fraction=0.0,
+        manager_frozen_fraction=0.3,
         pretrain="grid", pretrain_steps=20, pretrain_max_points=16_384, pretrain_lr=3e-4,
         batch_points=65_536, size_aware=True, sparse_top_k=2,
         task_changes=(
             *for_tasks(("audio", "sdf", "sdf-small"), lr=3e-4, manager_frozen_fraction=0.0,
                        time_budget_s=DEFAULT_BUDGET_S),
             *for_tasks(("image", "audio"), batch_points=GRID_BATCH_POINTS),
-            *for_tasks(("audio",), steps=AUDIO_STEPS, lr_gamma=0.995 ** (300 / AUDIO_STEPS)),
+            *for_tasks(("audio",), steps=AUDIO_STEPS, lr_gamma=FAST_LR_GAMMA ** (FAST_STEPS / AUDIO_STEPS)),
         ),
     ),
 }
