@@ -117,7 +117,7 @@ function createViewer(container) {
   const resize = () => {
     const width = container.clientWidth;
     const height = container.clientHeight;
-    renderer.setSize(width, height);
+    renderer.setSize(width, height, false); // the drawing buffer; CSS sizes the canvas to its box
     camera.aspect = width / height;
     camera.updateProjectionMatrix();
     draw();
