@@ -139,11 +139,18 @@ def claim_due(ctx: Context, limit: int, now: datetime | None = None) -> list[str
 
 def prepare(ctx: Context, delivery_id: str, render: Callable[[Job], str]) -> Outgoing | None:
     """The attempt to make, its body the job as `render` writes it, fixed at the first attempt
-    so that retries send the same bytes; None when the job (or the delivery) is gone."""
+    so that retries send the same bytes; None when the job (or the delivery) is gone.
+
+    A progress event not yet sent when its job has ended is dropped: its body would be the
+    ended job, news of an end the receiver may not have asked for (that is `completed`)."""
     with ctx.sessions() as session:
         delivery = session.get(WebhookDelivery, delivery_id)
         job = jobs.get(session, delivery.job_id) if delivery is not None else None
         if delivery is None or job is None:
+            return None
+        if delivery.body is None and delivery.event == "progress" and job.status in jobs.TERMINAL:
+            session.delete(delivery)
+            session.commit()
             return None
         if delivery.body is None:
             delivery.body = render(job)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from service import jobs
+from sqlalchemy import select
+
+from service import jobs, webhooks
 from service.context import Context
 from service.jobs import Status
 from tests.utils.jobs import add_job
@@ -56,3 +58,23 @@ def test_a_requeue_needs_the_same_attempt_still_recorded(ctx: Context) -> None:
         row = jobs.get(session, job.id)
         assert row is not None and row.status == Status.QUEUED and row.worker is None
         assert [r.id for r in jobs.running(session)] == []
+
+
+def test_a_progress_event_still_unsent_when_its_job_ends_is_dropped(ctx: Context) -> None:
+    options = {"preset": "fast", "webhook": "https://example.com/hook",
+               "webhook_events": ["start", "progress"]}
+    with ctx.sessions() as session:
+        job = add_job(session, options=options)
+        jobs.start_attempt(session, job.id, "host:1", 0)
+        jobs.beat(session, job.id, "host:1", {"step": 10}, progress_event=True)
+        owed = {d.event: d.id for d in session.scalars(select(jobs.WebhookDelivery))}
+    assert set(owed) == {"start", "progress"}
+    start = webhooks.prepare(ctx, owed["start"], lambda row: row.status)
+    assert start is not None and start.body == b"running"
+    with ctx.sessions() as session:
+        assert jobs.finish(session, job.id, Status.SUCCEEDED, worker="host:1")
+    assert webhooks.prepare(ctx, owed["progress"], lambda row: row.status) is None
+    retried = webhooks.prepare(ctx, owed["start"], lambda row: row.status)
+    assert retried is not None and retried.body == b"running"  # fixed at its first attempt
+    with ctx.sessions() as session:  # `completed` was not asked for: nothing is owed
+        assert [d.event for d in session.scalars(select(jobs.WebhookDelivery))] == ["start"]
