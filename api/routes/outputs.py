@@ -124,9 +124,10 @@ async def render(job: Job, output: str, query: dict[str, Any], request: Request,
     async def checked_render() -> tuple[Rendered, int | None]:
         with renderer.admit(owner):
             loaded = await load(renderer, job.id, step)
-            check_caps(query, loaded.meta, kind, spec, settings)
+            sized = shrunk_defaults(query, loaded.meta, kind, settings)
+            check_caps(sized, loaded.meta, kind, spec, settings)
             try:
-                return await renderer.render(job.id, output, query, step), loaded.step
+                return await renderer.render(job.id, output, sized, step), loaded.step
             except ValueError as e:
                 raise InvalidOption(str(e)) from e
 
@@ -174,10 +175,20 @@ def capped_defaults(spec: Output, settings: Settings) -> dict[str, Any]:
             and isinstance(default := defaults[option.name].default, int | float)}
 
 
+def shrunk_defaults(query: dict[str, Any], meta: dict[str, Any], kind: SignalKind,
+                    settings: Settings) -> dict[str, Any]:
+    """The query with what its client left out chosen within the kind's whole-render caps (an
+    image's own size, scaled down), as capped_defaults does for capped options."""
+    for cap in kind.caps:
+        if cap.shrink is not None:
+            query = cap.shrink(query, meta, settings.cap(cap.setting))
+    return query
+
+
 def check_caps(query: dict[str, Any], meta: dict[str, Any], kind: SignalKind, spec: Output,
                settings: Settings) -> None:
     """The kind's render caps: its options' (sample_rate...) and its whole-render measures (an
-    image's pixels, its own size too: the cap is what renders within the time limit)."""
+    image's pixels: the cap is what renders within the time limit)."""
     sizes = [(query[o.name], f"{o.name}={query[o.name]}", kind.cap(o.cap)) for o in spec.options
              if o.cap is not None and o.name in query]
     sizes += [(*cap.measure(query, meta), cap) for cap in kind.caps if cap.measure is not None]

@@ -108,6 +108,9 @@ class Cap:
     load_option: str | None = None
     measure: Callable[[dict[str, Any], dict[str, Any]], tuple[float, str]] | None = None
     """measure(query, meta) -> (size, how to say it) of one render, e.g. (65536, "65,536 pixels")."""
+    shrink: Callable[[dict[str, Any], dict[str, Any], float], dict[str, Any]] | None = None
+    """shrink(query, meta, limit) -> the query with what the client left out (an image's size:
+    the input's own) chosen to measure within `limit`: a default never bypasses the cap."""
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,17 @@ def _render_pixels(query: dict[str, Any], meta: dict[str, Any]) -> tuple[float, 
     return width * height, f"{width * height:,} pixels"
 
 
+def _shrink_to_pixels(query: dict[str, Any], meta: dict[str, Any], limit: float) -> dict[str, Any]:
+    """A render left at the input's own size, scaled down to at most `limit` pixels with its
+    aspect kept: a 12-megapixel phone photo under the 2048 x 2048 cap renders at 2364 x 1773."""
+    width, height = meta["width"], meta["height"]
+    if "width" in query or "height" in query or width * height <= limit:
+        return query
+    scale = math.sqrt(limit / (width * height))
+    return {**query, "width": max(1, math.floor(width * scale)),
+            "height": max(1, math.floor(height * scale))}
+
+
 SIZE = (
     Option("width", int, "pixels across (default: the input's)", minimum=1),
     Option("height", int, "pixels down (default: the input's)", minimum=1),
@@ -245,7 +256,8 @@ KIND = register(
                 load_option="max_pixels"),
             Cap("max_render_pixels", SERVICE_RENDER_PIXELS, "largest width x height of a "
                 "rendered image, the input's size included (default 2048 x 2048: what renders "
-                "within the render time limit)", measure=_render_pixels),
+                "within the render time limit); a render left at the input's size is scaled "
+                "down to it", measure=_render_pixels, shrink=_shrink_to_pixels),
         ),
         poor_results=(
             PoorResult("psnr", 20.0, "The reconstruction is far from the image",

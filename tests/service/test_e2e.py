@@ -19,6 +19,7 @@ import trimesh
 from PIL import Image
 
 from model.checkpoint import load_checkpoint
+from tests.utils.data import KODIM19
 from tests.utils.service import Service, assert_problem, create_job, submit, wait_status
 
 STEPS = 20  # tiny fits: the service is under test here, not the model
@@ -77,6 +78,20 @@ def test_an_image_is_fitted_and_served(client: httpx.Client, kodak_crop: Path,
     assert answer.json()["experts"] == ids.tolist()
     far = client.post(job["urls"]["query"], json={"coords": [[1e308, 0.0]]})  # float32: inf, then NaN
     assert_problem(far, 422, "invalid_option")
+
+
+def test_an_image_over_the_render_cap_renders_scaled_down_by_default(
+        client: httpx.Client, tmp_path: Path) -> None:
+    photo = tmp_path / "kodim19-half.png"
+    with Image.open(KODIM19) as img:
+        img.reduce(2).save(photo)  # 256 x 384: 98,304 pixels over the suite's cap of 256 x 256
+    job = fit(client, photo, steps=2)
+    for output in ("reconstruction", "experts"):
+        with Image.open(io.BytesIO(get(client, job, output).content)) as shown:
+            assert shown.size == (209, 313)  # the largest at 256 x 384's aspect within 65,536
+    body = assert_problem(client.get(job["urls"]["reconstruction"], params={"width": 256}), 422,
+                          "over_limit")
+    assert "98,304 pixels" in body["detail"]  # asked for, the input's size is refused, not shrunk
 
 
 def test_an_audio_clip_is_fitted_and_served(client: httpx.Client, bach: Path) -> None:
