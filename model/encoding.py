@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,19 +56,17 @@ class HashGrid(nn.Module):
         self.size: Tensor
         self.offset: Tensor
         self.hashed: Tensor
-        self.stride: Tensor
-        self.corner: Tensor
-        self.prime: Tensor
+        self.multiplier: Tensor
         self.register_buffer("resolution", torch.tensor(resolutions, dtype=torch.float32), persistent=False)
         self.register_buffer("size", torch.tensor(sizes), persistent=False)
         self.register_buffer("offset", torch.tensor([0, *itertools.accumulate(sizes)][:-1]), persistent=False)
         self.register_buffer("hashed", torch.tensor([v > table for v in vertices]), persistent=False)
-        # Row-major strides of a dense level's (res + 1)^d vertices: first axis slowest.
-        strides = [[(r + 1) ** (in_dim - 1 - j) for j in range(in_dim)] for r in resolutions]
-        self.register_buffer("stride", torch.tensor(strides), persistent=False)
-        corners = list(itertools.product((0, 1), repeat=in_dim))
-        self.register_buffer("corner", torch.tensor(corners), persistent=False)
-        self.register_buffer("prime", torch.tensor(HASH_PRIMES[:in_dim]), persistent=False)
+        # What a vertex coordinate is multiplied by on each axis: a hashed level's prime (eq. 4),
+        # or a dense level's row-major stride over its (res + 1)^d vertices, first axis slowest.
+        multipliers = [HASH_PRIMES[:in_dim] if v > table else
+                       [(r + 1) ** (in_dim - 1 - j) for j in range(in_dim)]
+                       for r, v in zip(resolutions, vertices, strict=True)]
+        self.register_buffer("multiplier", torch.tensor(multipliers), persistent=False)
 
     @property
     def out_dim(self) -> int:
@@ -78,22 +77,27 @@ class HashGrid(nn.Module):
         pos = unit[:, None, :] * self.resolution[None, :, None]  # (N, L, d)
         cell = torch.minimum(pos.floor(), (self.resolution - 1.0)[None, :, None])
         frac = pos - cell
-        corners = cell.long()[:, :, None, :] + self.corner  # (N, L, 2^d, d)
-        index = torch.where(self.hashed[:, None], self._hash(corners) % self.size[:, None],
-                            (corners * self.stride[:, None, :]).sum(-1))
-        upper = self.corner.bool()  # which corners take frac (else 1 - frac) on each axis
-        weights = torch.where(upper, frac[:, :, None, :], 1.0 - frac[:, :, None, :]).prod(-1)
+        # Each axis's two candidate vertices (the cell's lower and upper), scaled: (N, L, d, 2).
+        # A corner combines one of each per axis, by XOR where the level is hashed (then taken
+        # modulo its power-of-two table by a mask) and by sum where it is dense. Working per axis
+        # keeps the intermediates at (N, L, 2^d), not (N, L, 2^d, d).
+        lower_upper = cell.long()[..., None] + torch.arange(2, device=x.device)
+        scaled = lower_upper * self.multiplier[:, :, None]
+        hashed = _corners(scaled, torch.bitwise_xor) & (self.size[:, None] - 1)
+        index = torch.where(self.hashed[:, None], hashed, _corners(scaled, torch.add))
+        weights = _corners(torch.stack([1.0 - frac, frac], -1), torch.mul)  # (N, L, 2^d)
         rows = (index + self.offset[:, None]).flatten()
         out: Tensor = _Interpolate.apply(self.table, rows, weights)
         return out.flatten(1) * TABLE_GAIN
 
-    def _hash(self, corners: Tensor) -> Tensor:
-        """XOR of coordinate x prime over the axes (eq. 4), before the modulo by the table."""
-        scaled = corners * self.prime
-        out = scaled[..., 0]
-        for axis in range(1, self.in_dim):
-            out = out ^ scaled[..., axis]
-        return out
+
+def _corners(per_axis: Tensor, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """(N, L, d, 2) per-axis choices -> (N, L, 2^d): for each corner of the cell, in
+    itertools.product order (the last axis fastest), `combine` over the axes of its choices."""
+    out = per_axis[:, :, 0]
+    for axis in range(1, per_axis.shape[2]):
+        out = combine(out[..., :, None], per_axis[:, :, axis, None, :]).flatten(2)
+    return out
 
 
 class _Interpolate(torch.autograd.Function):

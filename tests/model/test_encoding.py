@@ -4,6 +4,7 @@ past the table, gradients into the table, and a grid-encoded model through a che
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,24 @@ def test_a_vertex_reads_its_own_row_and_midpoints_average_their_corners(in_dim: 
     assert grid(vertex).item() == pytest.approx(row * TABLE_GAIN)
     midpoint = vertex + 0.5  # half a cell up on every axis: the mean of the cell's 2^d corners
     corners = [row + sum(bit * 5 ** (in_dim - 1 - j) for j, bit in enumerate(c))
-               for c in grid.corner.tolist()]
+               for c in itertools.product((0, 1), repeat=in_dim)]
     assert grid(midpoint).item() == pytest.approx(sum(corners) / len(corners) * TABLE_GAIN)
+
+
+def test_a_hashed_level_reads_the_rows_of_instant_ngps_hash() -> None:
+    grid = HashGrid(2, levels=1, features=1, log2_table=4, base=8, finest=8, bound=1.0)
+    assert grid.hashed.tolist() == [True]  # 9^2 vertices, 16 rows
+    with torch.no_grad():
+        grid.table.copy_(torch.arange(16, dtype=torch.float32)[:, None])
+
+    def row(i: int, j: int) -> int:  # eq. 4: XOR of coordinate x prime, modulo the table
+        return ((i * 1) ^ (j * 2_654_435_761)) % 16
+
+    vertex = torch.tensor([[-1.0 + 2 * 3 / 8, -1.0 + 2 * 5 / 8]])  # vertex (3, 5)
+    assert grid(vertex).item() == pytest.approx(row(3, 5) * TABLE_GAIN)
+    corners = [row(3 + a, 5 + b) for a, b in itertools.product((0, 1), repeat=2)]
+    midpoint = vertex + 1 / 8  # half a cell up on both axes
+    assert grid(midpoint).item() == pytest.approx(sum(corners) / 4 * TABLE_GAIN)
 
 
 def test_gradients_reach_the_table_rows_the_points_touch() -> None:
