@@ -148,11 +148,11 @@ def prepare(ctx: Context, delivery_id: str, render: Callable[[Job], str]) -> Out
         job = jobs.get(session, delivery.job_id) if delivery is not None else None
         if delivery is None or job is None:
             return None
-        if delivery.body is None and delivery.event == "progress" and job.status in jobs.TERMINAL:
-            session.delete(delivery)
-            session.commit()
-            return None
         if delivery.body is None:
+            if delivery.event == "progress" and job.status in jobs.TERMINAL:
+                session.delete(delivery)
+                session.commit()
+                return None
             delivery.body = render(job)
             session.commit()
         return Outgoing(delivery.id, job.options["webhook"], delivery.body.encode())
